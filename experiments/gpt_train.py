@@ -110,11 +110,7 @@ def run(out: str | Path = "results", quick: bool = False, seed: int = 0,
 
         fig = plot.loss_curves(result, log=False, title=f"{EXPERIMENT}: {world.world_size} "
                                f"process(es), {model.n_params():,} parameters")
-        ax = fig.axes[0]
-        ax.lines[0].set_label("train (one batch)")
-        ax.plot(h.val_steps, h.val_loss, "o-", color="black", label="validation")
-        ax.set_ylabel("cross-entropy (nats / token)")
-        ax.legend()
+        fig.axes[0].set_ylabel("cross-entropy (nats / token)")   # loss_curves draws val too
         runs.Run(folder).save_figure(fig, "loss_curves")
         log.info("sample after %d steps:\n%s", result.step, sample)
     return metrics

@@ -4,6 +4,12 @@ existing axes. Nothing outside this package imports matplotlib."""
 
 from superpose.plot.attention import attention_head, attention_patterns, head_scores_heatmap
 from superpose.plot.dimensionality import dimensionality_scatter, dimensions_per_feature_curve
+from superpose.plot.geometry import (
+    angle_comparison,
+    angle_histogram,
+    capacity_curves,
+    optimizer_history,
+)
 from superpose.plot.jl import distortion_histogram, distortion_vs_k
 from superpose.plot.phase import phase_diagram
 from superpose.plot.toy import feature_bars, feature_directions, gram_heatmaps
@@ -13,5 +19,6 @@ __all__ = [
     "attention_head", "attention_patterns", "head_scores_heatmap",
     "dimensionality_scatter", "dimensions_per_feature_curve", "feature_bars",
     "feature_directions", "gram_heatmaps", "loss_curves", "phase_diagram",
+    "angle_comparison", "angle_histogram", "capacity_curves", "optimizer_history",
     "distortion_histogram", "distortion_vs_k",
 ]
