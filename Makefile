@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench bench-sae clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,20 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/toy_speed.py
+
+# SAE speed/quality against SAELens's own trainer. sae-lens needs transformer-lens < 4, so it
+# gets its own environment (.venv-saelens, gitignored), torch pinned first as above.
+SAELENS_VENV := .venv-saelens
+SAELENS_STAMP := $(SAELENS_VENV)/.installed
+$(SAELENS_STAMP): pyproject.toml
+	test -x $(SAELENS_VENV)/bin/python || $(PYTHON) -m venv $(SAELENS_VENV)
+	$(SAELENS_VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(SAELENS_VENV)/bin/pip install --quiet --disable-pip-version-check "sae-lens" \
+		"transformer-lens<4" -e .
+	touch $(SAELENS_STAMP)
+
+bench-sae: $(SAELENS_STAMP)
+	$(SAELENS_VENV)/bin/python benchmarks/sae_speed.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,15 +4,20 @@
    Goal: <= 1.01 on every entry.
 2. Large cases (n, d) = (1000, 50), (10000, 100) [and (100000, 1000) with --large]: achieved
    coherence / best lower bound (`packing.bounds(n, d).best`), against random unit vectors
-   (measured here, same n and d), the wall time and the peak memory. Goal for (10000, 100):
-   <= 1.25 x the Levenshtein bound 0.1400 (random vectors sit near 0.53).
+   (the run's own random starting point: Gaussian rows, normalised), the wall and CPU time,
+   seconds per step, the peak memory and the time curve (coherence at logged steps). Goal for
+   (10000, 100): <= 1.25 x the Levenshtein bound 0.1400 (random vectors sit near 0.52).
 
 Each large case runs in its own subprocess so its peak RSS (ru_maxrss) is its own; we also
-print the RSS just after importing torch, so the difference is what `pack` itself used.
+print the RSS just before `pack`, so the difference is what `pack` itself used (on CUDA:
+torch.cuda.max_memory_allocated).
 
 Run:  python benchmarks/packing.py                    (small table + 1000x50 + 10000x100)
       python benchmarks/packing.py --cases 1000x50    (a quicker run)
-      python benchmarks/packing.py --large            (adds 100000x1000: hours on 1 CPU core)
+      python benchmarks/packing.py --skip-small --cases 10000x100 --steps 300
+      python benchmarks/packing.py --skip-small --cases 100000x1000 --steps 0
+          (on one CPU core a step at 100000x1000 costs ~20 min: steps=0 measures the random
+          start and the exact statistics, ~12 min; the optimisation itself is a GPU case)
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from superpose import geometry, packing  # noqa: E402
+from superpose import packing  # noqa: E402
 
-DEFAULT_STEPS = {1000: 1000, 10_000: 150, 100_000: 30}
+DEFAULT_STEPS = {1000: 1000, 10_000: 200, 100_000: 0}
 
 
 def rss_mb() -> float:
@@ -55,21 +60,21 @@ def small_table(steps: int) -> bool:
 
 
 def one_case(n: int, d: int, steps: int, device: str | None) -> dict:
-    """Runs in the subprocess: one pack() and a random baseline."""
+    """Runs in the subprocess: one pack(); history[0] is the random baseline."""
     base = rss_mb()
-    g = torch.Generator().manual_seed(0)
-    rand_mu = geometry.coherence(torch.randn(n, d, generator=g), chunk=max(1, 2**22 // n)).item()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     r = packing.pack(n, d, steps=steps, device=device, progress=False,
                      log_every=max(1, steps // 10))
-    sec = time.perf_counter() - t
+    sec, cpu = time.perf_counter() - t, time.process_time() - c
     peak_cuda = (torch.cuda.max_memory_allocated() / 2**20
                  if r.vectors.device.type == "cuda" else None)
     b = r.bounds
-    return dict(n=n, d=d, steps=steps, coherence=r.coherence, bound=b.best, bound_name=b.best_name,
-                ratio=r.ratio, random_measured=rand_mu, random_predicted=b.random,
-                max_dev_deg=r.max_deviation_deg, seconds=sec, rss_base_mb=base,
-                rss_peak_mb=rss_mb(), cuda_peak_mb=peak_cuda, history=r.history)
+    return dict(n=n, d=d, steps=steps, coherence=r.coherence, bound=b.best,
+                bound_name=b.best_name, ratio=r.ratio, random_measured=r.history[0],
+                random_predicted=b.random, max_dev_deg=r.max_deviation_deg, seconds=sec,
+                cpu_seconds=cpu, rss_base_mb=base, rss_peak_mb=rss_mb(), cuda_peak_mb=peak_cuda,
+                history=r.history, history_steps=r.history_steps,
+                history_seconds=r.history_seconds)
 
 
 def main() -> None:
@@ -96,19 +101,26 @@ def main() -> None:
     if args.large:
         cases.append((100_000, 1000))
     print(f"{'n':>6} {'d':>5} {'steps':>5} {'achieved':>9} {'bound':>18} {'ratio':>6} "
-          f"{'random':>7} {'rand/bd':>7} {'dev°':>6} {'time':>8} {'peak RSS (pack)':>16}")
+          f"{'random':>7} {'rand/bd':>7} {'dev°':>6} {'wall':>8} {'cpu':>8} {'cpu/step':>8} "
+          f"{'peak RSS (pack)':>16}")
     for n, d in cases:
-        steps = args.steps or DEFAULT_STEPS.get(n, 100)
+        steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(n, 100)
         out = subprocess.run([sys.executable, __file__, "--one", f"{n},{d},{steps}",
                               "--threads", str(args.threads), "--device", args.device],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         mem = f"{r['rss_peak_mb']:.0f} MB ({r['rss_peak_mb'] - r['rss_base_mb']:+.0f})"
+        if r["cuda_peak_mb"] is not None:
+            mem += f", CUDA {r['cuda_peak_mb']:.0f} MB"
+        per = r["cpu_seconds"] / max(steps, 1)
         print(f"{n:>6} {d:>5} {steps:>5} {r['coherence']:>9.4f} "
               f"{r['bound']:>7.4f} {r['bound_name']:>10} {r['ratio']:>6.3f} "
               f"{r['random_measured']:>7.4f} {r['random_measured'] / r['bound']:>7.3f} "
-              f"{r['max_dev_deg']:>6.2f} {r['seconds']:>7.1f}s {mem:>16}", flush=True)
-        print("       history:", " ".join(f"{h:.3f}" for h in r["history"]), flush=True)
+              f"{r['max_dev_deg']:>6.2f} {r['seconds']:>7.1f}s {r['cpu_seconds']:>7.1f}s "
+              f"{per:>7.3f}s {mem:>16}", flush=True)
+        curve = zip(r["history_steps"], r["history"], r["history_seconds"], strict=True)
+        print("       time curve (step: coherence @ s):",
+              ", ".join(f"{k}: {h:.4f} @ {s:.0f}" for k, h, s in curve), flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ STAGES: list[tuple[str, str]] = [
     ("gpt_corpus", "a char-level GPT on Python's stdlib: loss vs n-gram baselines, samples"),
     ("gpt_induction", "induction heads: a previous-token head + an induction head, 2 layers"),
     ("gpt_claims", "tested: post-LN needs warm-up; sinusoidal positions extrapolate"),
+    ("sae_toy", "SAEs on a toy model's hidden layer find its own feature directions"),
+    ("sae_ground_truth", "every SAE architecture on sparse features in superposition: L0 vs FVE"),
+    ("sae_gpt", "TopK SAEs on the char GPT: spliced-in loss recovered, feature dashboards"),
     ("geometry_claims", "tested: 'millions of vectors within 89°–91° in 1000-D' and other "
                         "near-orthogonality claims, against the packing bounds"),
     ("jl_digits", "Johnson–Lindenstrauss on the digits: measured k vs the bound"),

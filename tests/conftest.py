@@ -23,7 +23,8 @@ TYPECHECKED = ["superpose.geometry", "superpose.toy.data", "superpose.toy.model"
                "superpose.sae.base", "superpose.sae.relu", "superpose.sae.topk",
                "superpose.sae.batchtopk", "superpose.sae.jumprelu", "superpose.sae.gated",
                "superpose.sae.io", "superpose.sae.training", "superpose.sae.evaluation",
-               "superpose.sae.synthetic", "superpose.packing"]
+               "superpose.sae.synthetic", "superpose.sae.splice", "superpose.sae.features",
+               "superpose.packing"]
 jaxtyping.install_import_hook(TYPECHECKED, "beartype.beartype")
 
 import pytest  # noqa: E402

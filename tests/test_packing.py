@@ -1,6 +1,7 @@
 """Packing optimizer and coherence bounds: the bounds hold, are tight where theory says so, and
 the optimizer reaches the best packings known on small cases."""
 
+import dataclasses
 import math
 
 import pytest
@@ -81,8 +82,8 @@ def test_known_packings_table():
 @pytest.mark.parametrize("n, d", [(3, 2), (5, 2), (4, 3), (6, 3), (7, 3), (5, 4), (10, 5)])
 def test_pack_reaches_best_known(n, d):
     best = {(k.n, k.d): k.coherence for k in packing.known_packings()}[(n, d)]
-    r = packing.pack(n, d, steps=800, progress=False)
-    assert r.coherence <= 1.01 * best
+    r = packing.pack(n, d, steps=400, progress=False)
+    assert r.coherence <= 1.005 * best                        # the issue's goal: 1.01
     assert r.coherence >= best - 1e-9                         # never beats a proven optimum
     torch.testing.assert_close(r.vectors.norm(dim=-1), torch.ones(n, dtype=torch.float64))
 
@@ -95,13 +96,13 @@ def test_random_baseline_matches_simulation():
 
 
 def test_pack_beats_random_and_is_seeded():
-    r = packing.pack(300, 20, steps=150, progress=False)
+    r = packing.pack(300, 20, steps=100, progress=False)
     assert r.coherence < 0.6 * r.bounds.random
     assert r.ratio == pytest.approx(r.coherence / r.bounds.best)
-    assert len(r.history) == len(r.history_steps) and r.history_steps[-1] == 150
-    same = packing.pack(300, 20, steps=150, progress=False)
+    assert len(r.history) == len(r.history_steps) and r.history_steps[-1] == 100
+    same = packing.pack(300, 20, steps=100, progress=False)
     assert torch.equal(r.vectors, same.vectors)
-    other = packing.pack(300, 20, steps=150, seed=1, progress=False)
+    other = packing.pack(300, 20, steps=100, seed=1, progress=False)
     assert not torch.equal(r.vectors, other.vectors)
 
 
@@ -109,6 +110,47 @@ def test_pack_chunked_equals_unchunked():
     a = packing.pack(50, 5, steps=40, progress=False)
     b = packing.pack(50, 5, steps=40, chunk=7, progress=False)
     torch.testing.assert_close(a.vectors, b.vectors)
+    assert a.history == pytest.approx(b.history, rel=1e-9)
+
+
+@pytest.mark.parametrize("n, rows", [(2, 1), (7, 3), (50, 7), (301, 64), (301, 301)])
+def test_blocked_gradient_and_statistics_equal_the_full_gram(n, rows):
+    """The upper-triangle row blocks (each pair once, mirrored) give exactly the gradient and
+    the statistics of the full n x n Gram matrix."""
+    g = torch.Generator().manual_seed(n)
+    U = geometry.normalize(torch.randn(n, 6, generator=g, dtype=torch.float64))
+    C = U @ U.T
+    C.fill_diagonal_(0.0)
+    beta, mu_ref = 7.0, 0.8
+    W = torch.exp(beta * (C.abs() - mu_ref)) * C.sign()
+    G = torch.empty_like(U)
+    buf = torch.empty(2 * rows * n, dtype=U.dtype)
+    mu = packing._dense_grad(U, G, buf, beta, mu_ref, rows)
+    assert mu == pytest.approx(C.abs().max().item(), rel=1e-12)
+    torch.testing.assert_close(G, W @ U, rtol=1e-10, atol=1e-12)
+    got, want = packing._cosine_stats(U, rows), geometry.cosine_stats(U)
+    for k, x in dataclasses.asdict(want).items():     # as_dict()'s hint says all floats
+        assert getattr(got, k) == pytest.approx(x, rel=1e-9, abs=1e-12), k
+
+
+def test_pack_descends_from_its_start_and_times_itself():
+    r = packing.pack(400, 16, steps=120, log_every=20, progress=False)     # float64
+    start = geometry.coherence(packing.initial_vectors(400, 16, "random")).item()
+    assert r.history[0] == pytest.approx(start, rel=1e-12)                 # the random start
+    assert r.coherence < 0.55 * start and r.coherence == min(r.history)
+    assert r.history_steps == [0, 20, 40, 60, 80, 100, 120]
+    assert len(r.history_seconds) == len(r.history)
+    assert r.history_seconds == sorted(r.history_seconds) and r.seconds >= r.history_seconds[-1]
+    f32 = packing.pack(400, 16, steps=120, dtype=torch.float32, progress=False)
+    assert f32.vectors.dtype == torch.float32 and f32.coherence < 0.55 * start
+
+
+def test_warm_start_from_a_tensor():
+    r = packing.pack(60, 6, steps=50, progress=False)
+    again = packing.pack(60, 6, steps=0, init=3 * r.vectors, progress=False)  # rows normalised
+    assert again.coherence == pytest.approx(r.coherence, rel=1e-12)
+    more = packing.pack(60, 6, steps=50, init=r.vectors, progress=False)
+    assert more.coherence <= r.coherence + 1e-12
 
 
 def test_initialisations():
@@ -164,6 +206,25 @@ def test_bad_input(user_errors):
         packing.capacity(10, 90)
     with pytest.raises(ValueError, match="lr must be a positive number, got 0"):
         packing.pack(5, 3, lr=0)
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        packing.pack(0, 3)
+    with pytest.raises(ValueError, match="d must be a positive integer, got 0"):
+        packing.pack(5, 0)
+    with pytest.raises(ValueError, match="lr must be a positive number, got nan"):
+        packing.pack(5, 3, lr=float("nan"))
+    with pytest.raises(ValueError, match="p_end must be a finite positive number, got inf"):
+        packing.pack(5, 3, p_end=float("inf"))
+    with pytest.raises(ValueError, match="chunk must be a positive integer, got 0"):
+        packing.pack(5, 3, chunk=0)
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        packing.pack(5, 3, dtype=torch.float16)
+    bad = torch.randn(5, 3)
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"init\[2\] contains NaN or inf"):
+        packing.pack(5, 3, init=bad)
+    with pytest.raises(ValueError, match=r"init tensor must have shape \[n, d\] = \[5, 3\], "
+                       r"got \[5, 4\]"):
+        packing.pack(5, 3, init=torch.randn(5, 4))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

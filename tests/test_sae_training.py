@@ -27,8 +27,8 @@ def small_problem() -> GroundTruthFeatures:
 # ---- ground-truth recovery -----------------------------------------------------------------
 
 def test_topk_recovers_ground_truth_features():
-    gt = small_problem()
-    s = make("topk", k=8)
+    gt = small_problem()      # 64 features; a 2x wider SAE finds them in 400 steps
+    s = make("topk", d_sae=128, k=8)
     result = train(s, gt.batches(256), steps=400, progress=False)
     ev = evaluate(s, gt.batches(1024, seed=99), n_batches=2, ground_truth=gt.directions)
     assert ev.recovered >= 0.9, ev

@@ -4,6 +4,7 @@ existing axes. Nothing outside this package imports matplotlib."""
 
 from superpose.plot.attention import attention_head, attention_patterns, head_scores_heatmap
 from superpose.plot.dimensionality import dimensionality_scatter, dimensions_per_feature_curve
+from superpose.plot.features import feature_view, loss_recovered_bars
 from superpose.plot.geometry import (
     angle_comparison,
     angle_histogram,
@@ -12,6 +13,13 @@ from superpose.plot.geometry import (
 )
 from superpose.plot.jl import distortion_histogram, distortion_vs_k
 from superpose.plot.phase import phase_diagram
+from superpose.plot.sae import (
+    decoder_vs_true,
+    frontier,
+    latent_density,
+    max_cos_histogram,
+    sae_training_curves,
+)
 from superpose.plot.toy import feature_bars, feature_directions, gram_heatmaps
 from superpose.plot.training import loss_curves
 
@@ -20,5 +28,6 @@ __all__ = [
     "dimensionality_scatter", "dimensions_per_feature_curve", "feature_bars",
     "feature_directions", "gram_heatmaps", "loss_curves", "phase_diagram",
     "angle_comparison", "angle_histogram", "capacity_curves", "optimizer_history",
-    "distortion_histogram", "distortion_vs_k",
+    "distortion_histogram", "distortion_vs_k", "feature_view", "loss_recovered_bars",
+    "decoder_vs_true", "frontier", "latent_density", "max_cos_histogram", "sae_training_curves",
 ]

@@ -5,17 +5,39 @@ save/load in SAELens's folder format, training and evaluation.
     recon = s(x); acts = s.encode(x); out = s.training_forward(x, dead_mask=dead)
     s.save("results/my_sae"); s2 = sae.load("results/my_sae")
     r = sae.train(s, batches, n_samples=4_000_000); ev = sae.evaluate(s, batches, n_batches=8)
+    sae.spliced_losses(model, s, "blocks.0.hook_resid_post", tokens).loss_recovered
+    sae.latent_stats(model, s, hook, tokens, [3]).top[3]; sae.logit_effect(s, model, 3, hook)
 """
 
 from superpose.sae.base import SAE, TrainStepOutput
 from superpose.sae.batchtopk import BatchTopKSAE
 from superpose.sae.config import SAEConfig
 from superpose.sae.evaluation import EvalResult, evaluate, loss_recovered
+from superpose.sae.features import (
+    ActivationHistogram,
+    LatentStats,
+    LogitEffect,
+    Neighbours,
+    TopActivations,
+    activation_histogram,
+    decoder_direction,
+    decoder_neighbours,
+    latent_stats,
+    logit_effect,
+    top_activations,
+)
 from superpose.sae.gated import GatedSAE
 from superpose.sae.io import load, save
 from superpose.sae.jumprelu import JumpReLUSAE
 from superpose.sae.registry import ARCHITECTURES, create
 from superpose.sae.relu import ReLUSAE
+from superpose.sae.splice import (
+    SplicedLosses,
+    splice_fn,
+    splice_hook,
+    spliced,
+    spliced_losses,
+)
 from superpose.sae.synthetic import GroundTruthFeatures
 from superpose.sae.topk import TopKSAE
 from superpose.sae.training import SAETrainConfig, SAETrainHistory, SAETrainResult, train
@@ -23,4 +45,9 @@ from superpose.sae.training import SAETrainConfig, SAETrainHistory, SAETrainResu
 __all__ = ["ARCHITECTURES", "SAE", "BatchTopKSAE", "EvalResult", "GatedSAE",
            "GroundTruthFeatures", "JumpReLUSAE", "ReLUSAE", "SAEConfig", "SAETrainConfig",
            "SAETrainHistory", "SAETrainResult", "TopKSAE", "TrainStepOutput", "create",
-           "evaluate", "load", "loss_recovered", "save", "train"]
+           "evaluate", "load", "loss_recovered", "save", "train",
+           # model side: splicing and feature analysis
+           "ActivationHistogram", "LatentStats", "LogitEffect", "Neighbours", "SplicedLosses",
+           "TopActivations", "activation_histogram", "decoder_direction", "decoder_neighbours",
+           "latent_stats", "logit_effect", "splice_fn", "splice_hook", "spliced",
+           "spliced_losses", "top_activations"]

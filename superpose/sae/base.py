@@ -12,6 +12,9 @@ Hook points (SAELens's names, usable with `run_with_cache` / `run_with_hooks`):
   hook_sae_acts_post: [*batch, d_sae]  the sparse latents
   hook_sae_recons:    [*batch, d_in]   acts @ W_dec + b_dec, before the input scale is undone
   hook_sae_output:    [*batch, d_in]   what `forward` returns
+  hook_sae_error:     [*batch, d_in]   x − recon of the unhooked SAE; fires only when the SAE is
+                                       spliced into a model with an error term
+                                       (`superpose.sae.splice`, SAELens's use_error_term)
 """
 
 from __future__ import annotations
@@ -34,17 +37,57 @@ from superpose import _validate as v
 from superpose.sae.config import SAEConfig
 
 
-@dataclass
 class TrainStepOutput:
     """One training step's tensors. `loss` is the sum of `losses` (what the trainer backprops);
     `losses` holds "mse" (squared error summed over d_in, mean over the batch, as SAELens),
-    "sparsity" and "aux" where the architecture has them."""
+    "sparsity" and "aux" where the architecture has them.
 
-    recon: Tensor
-    acts: Tensor
-    pre_acts: Tensor
-    loss: Tensor
-    losses: dict[str, Tensor] = field(default_factory=dict)
+    The sparse architectures' fast path passes `sparse=(rows, cols, values)` (the kept
+    latents of the flattened batch) instead of dense `acts`; `.acts` then builds the dense
+    [*batch, d_sae] tensor only when asked, and `fired()` / `l0()` never need it.
+    """
+
+    def __init__(self, recon: Tensor, acts: Tensor | None = None, pre_acts: Tensor | None = None,
+                 loss: Tensor | None = None, losses: dict[str, Tensor] | None = None, *,
+                 sparse: tuple[Tensor, Tensor, Tensor] | None = None, d_sae: int | None = None
+                 ) -> None:
+        if (acts is None) == (sparse is None):
+            raise ValueError("TrainStepOutput takes dense acts or sparse=(rows, cols, values), "
+                             "exactly one of them")
+        if sparse is not None and d_sae is None:
+            raise ValueError("sparse latents need d_sae to define their dense shape")
+        self.recon, self.pre_acts, self.losses = recon, pre_acts, dict(losses or {})
+        self.loss = loss if loss is not None else sum(
+            self.losses.values(), torch.zeros((), device=recon.device, dtype=recon.dtype))
+        self._acts, self.sparse, self._d_sae = acts, sparse, d_sae
+
+    @property
+    def acts(self) -> Tensor:
+        """The latents, dense [*batch, d_sae] (built on first access on the sparse path)."""
+        if self._acts is None:
+            rows, cols, values = self.sparse
+            n = self.recon.numel() // self.recon.shape[-1]
+            dense = values.new_zeros(n, self._d_sae)
+            dense[rows, cols] = values
+            self._acts = dense.reshape(*self.recon.shape[:-1], self._d_sae)
+        return self._acts
+
+    @torch.no_grad()
+    def fired(self) -> Tensor:
+        """[d_sae] bool: which latents were active on at least one input of the step."""
+        if self._acts is not None:
+            return self._acts.reshape(-1, self._acts.shape[-1]).amax(0) > 0
+        rows, cols, values = self.sparse
+        out = torch.zeros(self._d_sae, dtype=torch.bool, device=values.device)
+        return out.index_fill_(0, cols[values > 0], True)
+
+    @torch.no_grad()
+    def l0(self) -> float:
+        """Mean number of active latents per input."""
+        n = self.recon.numel() // self.recon.shape[-1]
+        if self._acts is not None:
+            return float((self._acts > 0).sum()) / n
+        return float((self.sparse[2] > 0).sum()) / n
 
 
 @dataclass
@@ -87,6 +130,7 @@ class SAE(HookedRootModule, abc.ABC):
         self.hook_sae_acts_post = HookPoint()  # [*batch, d_sae]
         self.hook_sae_recons = HookPoint()     # [*batch, d_in]
         self.hook_sae_output = HookPoint()     # [*batch, d_in]
+        self.hook_sae_error = HookPoint()      # [*batch, d_in]  (sae.splice, error_term=True)
         self.setup()
 
     # ---- architecture-specific parts -------------------------------------------------------
@@ -131,6 +175,22 @@ class SAE(HookedRootModule, abc.ABC):
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
         return x
+
+    def _linear(self, x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """(sae_in @ W_enc + bias, sae_in) with sae_in = process_input(x), computed as
+        x_s @ W_enc + (bias − b_dec @ W_enc) for the scaled input x_s: the same numbers, but
+        autograd then needs no dense [batch, d_sae]·W_encᵀ product for b_dec's gradient (one
+        matrix product fewer per training step, unless x itself requires a gradient)."""
+        self._check_width(x, self.cfg.d_in, "activations")
+        x_s = self.hook_sae_input(x.to(self.W_enc.dtype))
+        if self.cfg.activation_scale != 1.0:
+            x_s = x_s * self.cfg.activation_scale
+        if not self.cfg.apply_b_dec_to_input:
+            return x_s @ self.W_enc + bias, x_s
+        sae_in = x_s - self.b_dec
+        if x_s.requires_grad or not torch.is_grad_enabled():
+            return sae_in @ self.W_enc + bias, sae_in
+        return x_s @ self.W_enc + (bias - self.b_dec @ self.W_enc), sae_in
 
     def encode(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
         return self._encode(x).acts

@@ -4,6 +4,10 @@ in eval mode each latent fires when its pre-activation exceeds one threshold θ,
 training as an exponential moving average of the smallest kept activation (as in SAELens).
 
 A saved BatchTopK SAE is a JumpReLU SAE with θ in every latent, which is how SAELens saves it.
+
+Training takes the same sparse fast path as TopK (see topk.py): gradients by gathers over the
+k·batch kept entries, the decoder reading only their rows; a hook on the latents switches to
+the dense path.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superpose.sae.base import SAE, Encoded, TrainStepOutput, hooked
-from superpose.sae.topk import auxk_loss
+from superpose.sae.sparse import batch_topk, decode_rows, pre_at
+from superpose.sae.topk import auxk_loss, check_dead_mask
 
 
 class BatchTopKSAE(SAE):
@@ -26,8 +31,8 @@ class BatchTopKSAE(SAE):
         self.register_buffer("threshold", torch.zeros((), device=device, dtype=dtype))
 
     def _encode(self, x: Tensor) -> Encoded:
-        sae_in = self.process_input(x)
-        pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+        pre, sae_in = self._linear(x, self.b_enc)
+        pre = self.hook_sae_acts_pre(pre)
         if not self.training:
             acts = torch.relu(pre) * (pre > self.threshold)
             return Encoded(acts=self.hook_sae_acts_post(acts), pre_acts=pre, sae_in=sae_in)
@@ -55,16 +60,38 @@ class BatchTopKSAE(SAE):
 
     def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
                     dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
-        return {"aux": auxk_loss(self, enc.pre_acts, recon, x, dead_mask,
+        return {"aux": auxk_loss(self, enc.pre_acts, enc.sae_in, recon, x, dead_mask,
                                  self.cfg.aux_coefficient)}
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
-        out = super().training_forward(x, dead_mask=dead_mask,
-                                       sparsity_coefficient=sparsity_coefficient)
-        if self.training:
-            self.update_threshold(out.acts)
-        return out
+        if not (self.training and torch.is_grad_enabled() and not hooked(self.hook_sae_acts_pre)
+                and not hooked(self.hook_sae_acts_post)):
+            out = super().training_forward(x, dead_mask=dead_mask,
+                                           sparsity_coefficient=sparsity_coefficient)
+            if self.training:
+                self.update_threshold(out.acts)
+            return out
+        check_dead_mask(self, dead_mask)
+        d_in, d_sae = self.cfg.d_in, self.cfg.d_sae
+        sae_in = self.process_input(x).reshape(-1, d_in)
+        n = sae_in.shape[0]
+        with torch.no_grad():
+            pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
+            top_values, top_indices = batch_topk(torch.relu(pre), self.cfg.k * n)
+            flat = top_indices.sort()
+            rows, cols = flat.values // d_sae, flat.values % d_sae
+            kept = top_values[flat.indices]
+        values = torch.relu(pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, kept))
+        recon = decode_rows(values, rows, cols, self.W_dec, n) + self.b_dec
+        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
+        target = x.to(recon.dtype)
+        losses = {"mse": (recon - target).pow(2).sum(-1).mean(),
+                  "aux": auxk_loss(self, pre, sae_in, recon, target, dead_mask,
+                                   self.cfg.aux_coefficient)}
+        self.update_threshold(values.detach())
+        return TrainStepOutput(recon=recon, pre_acts=pre.reshape(*x.shape[:-1], d_sae),
+                               losses=losses, sparse=(rows, cols, values), d_sae=d_sae)
 
     @torch.no_grad()
     def update_threshold(self, acts: Tensor) -> None:

@@ -27,8 +27,7 @@ class GatedSAE(SAE):
         self.b_gate, self.r_mag, self.b_mag = zeros(), zeros(), zeros()
 
     def _encode(self, x: Tensor) -> Encoded:
-        sae_in = self.process_input(x)
-        proj = sae_in @ self.W_enc
+        proj, sae_in = self._linear(x, torch.zeros_like(self.b_gate))
         gate_pre = proj + self.b_gate
         pre = self.hook_sae_acts_pre(proj * self.r_mag.exp() + self.b_mag)
         acts = (gate_pre > 0).to(pre.dtype) * torch.relu(pre)

@@ -5,8 +5,9 @@ A folder holds
                             "gated"), d_in, d_sae, dtype, device, apply_b_dec_to_input,
                             normalize_activations ("none": scales are folded in before saving),
                             reshape_activations, hook_name, model_name, k (TopK), and
-                            "metadata" {hook_name, model_name}; plus "superpose": our own full
-                            SAEConfig (SAELens keeps only the keys its config classes know).
+                            "metadata" {hook_name, model_name, sae_lens_version}; plus
+                            "superpose": our own full SAEConfig (SAELens keeps only the keys
+                            its config classes know).
   sae_weights.safetensors   W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],
                             threshold [d_sae] (JumpReLU; BatchTopK as JumpReLU), and b_gate,
                             r_mag, b_mag instead of b_enc for Gated.
@@ -32,6 +33,9 @@ from superpose.sae.config import SAEConfig
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 FORMAT_VERSION = 1
+# SAELens reads a cfg.json without metadata.sae_lens_version as a pre-6.0 file and rewrites it
+# (handle_pre_6_0_config, which fails on hook_name None); ours has the 6.x layout, so say so.
+SAELENS_FORMAT = "6.0.0"
 
 
 def to_saelens_config(sae: SAE) -> dict[str, Any]:
@@ -48,7 +52,8 @@ def to_saelens_config(sae: SAE) -> dict[str, Any]:
         "reshape_activations": "none",
         "hook_name": cfg.hook_name,
         "model_name": cfg.model_name,
-        "metadata": {"hook_name": cfg.hook_name, "model_name": cfg.model_name},
+        "metadata": {"hook_name": cfg.hook_name, "model_name": cfg.model_name,
+                     "sae_lens_version": SAELENS_FORMAT},
     }
     if sae.saelens_architecture == "topk":
         out["k"] = cfg.k

@@ -69,8 +69,8 @@ class JumpReLUSAE(SAE):
         return self.log_threshold.exp()
 
     def _encode(self, x: Tensor) -> Encoded:
-        sae_in = self.process_input(x)
-        pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+        pre, sae_in = self._linear(x, self.b_enc)
+        pre = self.hook_sae_acts_pre(pre)
         acts = _JumpReLU.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
         return Encoded(acts=self.hook_sae_acts_post(acts), pre_acts=pre, sae_in=sae_in)
 

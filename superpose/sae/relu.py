@@ -16,8 +16,8 @@ class ReLUSAE(SAE):
     saelens_architecture = "standard"
 
     def _encode(self, x: Tensor) -> Encoded:
-        sae_in = self.process_input(x)
-        pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+        pre, sae_in = self._linear(x, self.b_enc)
+        pre = self.hook_sae_acts_pre(pre)
         return Encoded(acts=self.hook_sae_acts_post(torch.relu(pre)), pre_acts=pre,
                        sae_in=sae_in)
 

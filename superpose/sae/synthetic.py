@@ -24,6 +24,12 @@ from torch import Tensor
 from superpose import _validate as v
 
 
+def direction_seed(seed: int) -> int:
+    """The generator seed of the feature directions: a fixed odd multiplier mixes `seed`, so
+    it never equals the small seeds that SAE initialisations use."""
+    return (seed * 0x9E3779B97F4A7C15 + 0x5EED) % 2**63
+
+
 class GroundTruthFeatures:
     """A seeded source of sparse superposed activations with known feature `.directions`."""
 
@@ -47,7 +53,10 @@ class GroundTruthFeatures:
         v.non_negative_int("seed", seed)
         self.n_features, self.d, self.magnitude, self.noise = n_features, d, (lo, hi), noise
         self.seed = seed
-        gen = torch.Generator().manual_seed(seed)
+        # A seed of its own: with manual_seed(seed), the directions of n_features = d_sae,
+        # d = d_in would be exactly the random decoder rows an SAE of the same seed starts
+        # from (both are randn(n, d) normalised), and recovery would be "perfect" at step 0.
+        gen = torch.Generator().manual_seed(direction_seed(seed))
         dirs = torch.randn(n_features, d, generator=gen)
         self.directions: Float[Tensor, "n_features d_in"] = dirs / dirs.norm(dim=-1, keepdim=True)
         if power_law is None:

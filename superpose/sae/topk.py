@@ -3,39 +3,60 @@ pre-activations per input (ReLU'd, as in SAELens), so sparsity needs no penalty.
 are revived by the AuxK loss: the top k_aux *dead* latents reconstruct the residual x − x̂
 (ê = W_dec z without b_dec), weighted by α = aux_coefficient (App. B.1).
 
-Decoding needs only the k chosen decoder rows: `forward` and `training_forward` gather them
-(`decode_sparse`) instead of multiplying a dense [batch, d_sae] matrix, unless a hook is
-attached to hook_sae_acts_post (then the dense latents are built, hooked and decoded).
+Only k of d_sae latents per input carry a gradient, so training never builds a dense
+[batch, d_sae] tensor beyond the encoder's forward product and the top-k selection: the kept
+values get their encoder gradients by gathers (`superpose.sae.sparse.pre_at`), the decoder
+reads only the k chosen rows (embedding_bag), AuxK selects among the dead columns only, and
+the dense latents are built only if someone asks for `TrainStepOutput.acts`. A hook on
+hook_sae_acts_pre or hook_sae_acts_post switches to the plain dense path (the hook sees and
+may change the dense tensor). Both paths give the same numbers (tested).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from superpose.sae.base import SAE, Encoded, dense_from_sparse, hooked
+from superpose.sae.base import SAE, Encoded, TrainStepOutput, dense_from_sparse, hooked
+from superpose.sae.sparse import decode_rows, pre_at
 
 
-def auxk_loss(sae: SAE, pre: Tensor, recon: Tensor, x: Tensor, dead_mask: Tensor | None,
-              coefficient: float) -> Tensor:
-    """α·‖e − ê‖² (summed over d_in, mean over the batch) with ê from the top-k_aux dead latents."""
+def check_dead_mask(sae: SAE, dead_mask: Tensor | None) -> None:
+    if dead_mask is not None and (dead_mask.shape != (sae.cfg.d_sae,)
+                                  or dead_mask.dtype != torch.bool):
+        raise ValueError(f"dead_mask must be a bool tensor of shape [d_sae={sae.cfg.d_sae}], "
+                         f"got {dead_mask.dtype} {list(dead_mask.shape)}")
+
+
+def auxk_loss(sae: SAE, pre: Tensor, sae_in: Tensor, recon: Tensor, x: Tensor,
+              dead_mask: Tensor | None, coefficient: float) -> Tensor:
+    """α·‖e − ê‖² (summed over d_in, mean over the batch) with ê from the top-k_aux dead latents.
+
+    `pre` are the pre-activations. If they carry autograd history (the dense path) the kept
+    values are gathered from them; else (the fast path) `pre_at` supplies sparse gradients."""
+    check_dead_mask(sae, dead_mask)
     zero = recon.new_zeros(())
     if dead_mask is None or coefficient == 0:
         return zero
-    if dead_mask.shape != (sae.cfg.d_sae,) or dead_mask.dtype != torch.bool:
-        raise ValueError(f"dead_mask must be a bool tensor of shape [d_sae={sae.cfg.d_sae}], "
-                         f"got {dead_mask.dtype} {list(dead_mask.shape)}")
-    n_dead = int(dead_mask.sum())
-    if n_dead == 0:
+    dead_idx = dead_mask.to(pre.device).nonzero().flatten()
+    if dead_idx.numel() == 0:
         return zero
-    k_aux = min(sae.cfg.effective_k_aux, n_dead)
-    flat = pre.reshape(-1, sae.cfg.d_sae)
-    masked = flat.masked_fill(~dead_mask.to(flat.device), float("-inf"))
-    top = masked.topk(k_aux, dim=-1, sorted=False)
-    values = torch.relu(top.values)
-    residual = (x - recon).detach().reshape(-1, sae.cfg.d_in)
-    e_hat = torch.nn.functional.embedding_bag(top.indices, sae.W_dec, mode="sum",
-                                              per_sample_weights=values)
+    d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
+    k_aux = min(sae.cfg.effective_k_aux, dead_idx.numel())
+    flat = pre.reshape(-1, d_sae)
+    n = flat.shape[0]
+    with torch.no_grad():
+        top = flat.detach().index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
+    cols = dead_idx[top.indices]                                   # [n, k_aux]
+    if flat.requires_grad:
+        values = torch.relu(flat.gather(1, cols))
+    else:
+        rows = torch.arange(n, device=cols.device).repeat_interleave(k_aux)
+        values = torch.relu(pre_at(sae_in.reshape(n, d_in), sae.W_enc, sae.b_enc, rows,
+                                   cols.reshape(-1), top.values.reshape(-1))).reshape(n, k_aux)
+    residual = (x - recon).detach().reshape(n, d_in)
+    e_hat = F.embedding_bag(cols, sae.W_dec, mode="sum", per_sample_weights=values)
     if sae.cfg.activation_scale != 1.0:
         e_hat = e_hat / sae.cfg.activation_scale
     return coefficient * (e_hat - residual).pow(2).sum(-1).mean()
@@ -50,8 +71,8 @@ class TopKSAE(SAE):
         return torch.relu(top.values), top.indices
 
     def _encode(self, x: Tensor) -> Encoded:
-        sae_in = self.process_input(x)
-        pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+        pre, sae_in = self._linear(x, self.b_enc)
+        pre = self.hook_sae_acts_pre(pre)
         values, indices = self._select(pre)
         acts = self.hook_sae_acts_post(dense_from_sparse(values, indices, self.cfg.d_sae))
         return Encoded(acts=acts, pre_acts=pre, sae_in=sae_in,
@@ -65,14 +86,42 @@ class TopKSAE(SAE):
     def forward(self, x: Tensor) -> Tensor:
         if hooked(self.hook_sae_acts_post):
             return super().forward(x)
-        sae_in = self.process_input(x)
-        pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
-        values, indices = self._select(pre)
+        pre, _ = self._linear(x, self.b_enc)
+        values, indices = self._select(self.hook_sae_acts_pre(pre))
         return self.hook_sae_output(self.decode_sparse(values, indices))
+
+    def _fast_path(self) -> bool:
+        return (torch.is_grad_enabled() and not hooked(self.hook_sae_acts_pre)
+                and not hooked(self.hook_sae_acts_post))
+
+    def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
+                         sparsity_coefficient: float | None = None) -> TrainStepOutput:
+        if not self._fast_path():
+            return super().training_forward(x, dead_mask=dead_mask,
+                                            sparsity_coefficient=sparsity_coefficient)
+        check_dead_mask(self, dead_mask)
+        d_in, d_sae, k = self.cfg.d_in, self.cfg.d_sae, self.cfg.k
+        sae_in = self.process_input(x).reshape(-1, d_in)
+        n = sae_in.shape[0]
+        with torch.no_grad():
+            pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
+            top = pre.topk(k, dim=-1, sorted=False)
+        rows = torch.arange(n, device=pre.device).repeat_interleave(k)
+        cols = top.indices.reshape(-1)
+        values = torch.relu(pre_at(sae_in, self.W_enc, self.b_enc, rows, cols,
+                                   top.values.reshape(-1)))
+        recon = decode_rows(values, rows, cols, self.W_dec, n) + self.b_dec
+        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
+        target = x.to(recon.dtype)
+        losses = {"mse": (recon - target).pow(2).sum(-1).mean(),
+                  "aux": auxk_loss(self, pre, sae_in, recon, target, dead_mask,
+                                   self.cfg.aux_coefficient)}
+        return TrainStepOutput(recon=recon, pre_acts=pre.reshape(*x.shape[:-1], d_sae),
+                               losses=losses, sparse=(rows, cols, values), d_sae=d_sae)
 
     def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
                     dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
-        return {"aux": auxk_loss(self, enc.pre_acts, recon, x, dead_mask,
+        return {"aux": auxk_loss(self, enc.pre_acts, enc.sae_in, recon, x, dead_mask,
                                  self.cfg.aux_coefficient)}
 
     def fold_decoder_norms(self) -> None:

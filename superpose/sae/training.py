@@ -467,8 +467,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
         with torch.no_grad():
             if unit:
                 sae.normalize_decoder()
-            fired = (out_step.acts > 0).reshape(-1, d_sae).any(0)
-            since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
+            since_fired.add_(x.shape[0]).masked_fill_(out_step.fired(), 0)
             samples += x.shape[0]
             if cfg.resample_every and (step + 1) % cfg.resample_every == 0 and step + 1 < total:
                 dead_now = since_fired >= cfg.dead_window
@@ -483,7 +482,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
             history.mse.append(float(ls["mse"].detach()))
             history.sparsity.append(float(ls["sparsity"].detach()) if "sparsity" in ls else 0.0)
             history.aux.append(float(ls["aux"].detach()) if "aux" in ls else 0.0)
-            history.l0.append(float((out_step.acts > 0).float().sum(-1).mean()))
+            history.l0.append(out_step.l0())
             history.frac_dead.append(float((since_fired >= cfg.dead_window).float().mean()))
             history.lr.append(lr)
             history.resampled.append(resampled)

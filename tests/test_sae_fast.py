@@ -1,0 +1,126 @@
+"""The sparse training path (superpose.sae.sparse): same numbers and gradients as the dense
+autograd path, exact batch top-k, and ground-truth directions that never equal an SAE's init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from superpose import sae
+from superpose.sae.sparse import batch_topk, decode_rows, pre_at
+
+D_IN, D_SAE, K = 8, 32, 4
+
+
+def make(arch: str, **kw) -> sae.SAE:
+    s = sae.create(sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K, k_aux=3, **kw),
+                   device="cpu")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        s.b_enc.copy_(0.05 * torch.randn(D_SAE, generator=g))
+        s.b_dec.copy_(0.05 * torch.randn(D_IN, generator=g))
+    return s.train()
+
+
+def x_batch(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, D_IN, generator=torch.Generator().manual_seed(seed))
+
+
+def test_pre_at_and_decode_rows_match_autograd():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, D_IN, generator=g, requires_grad=True)
+    W = torch.randn(D_IN, D_SAE, generator=g, requires_grad=True)
+    b = torch.randn(D_SAE, generator=g, requires_grad=True)
+    Wd = torch.randn(D_SAE, D_IN, generator=g, requires_grad=True)
+    rows = torch.tensor([0, 0, 1, 3, 3, 3, 5])
+    cols = torch.tensor([2, 7, 7, 0, 2, 31, 7])
+    out_w = torch.randn(6, D_IN, generator=g)
+    grads = []
+    for sparse in (True, False):
+        for t in (x, W, b, Wd):
+            t.grad = None
+        if sparse:
+            with torch.no_grad():
+                vals = (x @ W + b)[rows, cols]
+            v = pre_at(x, W, b, rows, cols, vals)
+            recon = decode_rows(v.relu(), rows, cols, Wd, 6)
+        else:
+            v = (x @ W + b)[rows, cols]
+            recon = torch.zeros(6, D_IN).index_add(0, rows, v.relu()[:, None] * Wd[cols])
+        ((recon * out_w).sum() + v.pow(2).sum()).backward()
+        grads.append([t.grad.clone() for t in (x, W, b, Wd)])
+    for g_sparse, g_dense in zip(*grads):
+        torch.testing.assert_close(g_sparse, g_dense)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_fast_training_path_equals_dense_path(arch):
+    """Same loss terms and the same gradient for every parameter, AuxK included; a hook on the
+    latents forces the dense path, so the two runs differ only in the path taken."""
+    x = x_batch(24)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[::3] = True
+    results = []
+    for fast in (True, False):
+        s = make(arch)
+        if not fast:
+            s.hook_sae_acts_post.add_hook(lambda t, hook: t)
+        out = s.training_forward(x, dead_mask=dead)
+        assert (out.sparse is not None) == fast
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in s.named_parameters()},
+                        s.threshold.clone() if arch == "batchtopk" else None))
+    (fast, g_fast, th_fast), (dense, g_dense, th_dense) = results
+    assert fast.losses["aux"] > 0
+    for key in ("mse", "aux"):
+        torch.testing.assert_close(fast.losses[key], dense.losses[key])
+    torch.testing.assert_close(fast.recon, dense.recon)
+    torch.testing.assert_close(fast.acts, dense.acts)
+    assert torch.equal(fast.fired(), dense.fired()) and fast.l0() == dense.l0()
+    for name in g_dense:
+        torch.testing.assert_close(g_fast[name], g_dense[name], msg=name)
+    if arch == "batchtopk":
+        torch.testing.assert_close(th_fast, th_dense)
+
+
+def test_dense_archs_bias_trick_keeps_b_dec_gradient():
+    """relu's encoder computes x@W_enc + (b_enc − b_dec@W_enc); b_dec still gets the gradient
+    of the plain (x − b_dec)@W_enc + b_enc form."""
+    s = make("relu")
+    x = x_batch(16)
+    s.training_forward(x).loss.backward()
+    got = s.b_dec.grad.clone()
+    s.zero_grad()
+    sae_in = x - s.b_dec
+    acts = torch.relu(sae_in @ s.W_enc + s.b_enc)
+    recon = acts @ s.W_dec + s.b_dec
+    loss = (recon - x).pow(2).sum(-1).mean() + (acts * s.W_dec.norm(dim=-1)).sum(-1).mean()
+    loss.backward()
+    torch.testing.assert_close(got, s.b_dec.grad)
+
+
+def test_batch_topk_is_exact_on_the_fast_and_the_fallback_route():
+    g = torch.Generator().manual_seed(0)
+    big = torch.relu(torch.randn(600, 512, generator=g)) * torch.rand(600, 1, generator=g) * 3
+    for acts, total in ((big, 600 * 8), (big[:10], 10 * 8), (torch.zeros(600, 512), 100)):
+        values, idx = batch_topk(acts, total)
+        ref = acts.reshape(-1).topk(total)
+        assert len(idx) == total and len(set(idx.tolist())) == total
+        torch.testing.assert_close(values.sort().values, ref.values.sort().values)
+        torch.testing.assert_close(acts.reshape(-1)[idx], values)
+
+
+def test_ground_truth_directions_are_not_an_sae_init():
+    gt = sae.GroundTruthFeatures(64, 32, seed=0)
+    s = sae.create(sae.SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, seed=0))
+    from superpose.sae.evaluation import ground_truth_metrics
+    assert ground_truth_metrics(s.W_dec.detach(), gt.directions)["recovered"] < 0.05
+    torch.testing.assert_close(gt.directions, sae.GroundTruthFeatures(64, 32, seed=0).directions)
+
+
+def test_train_step_output_needs_one_representation(user_errors):
+    r = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="exactly one of them"):
+        sae.TrainStepOutput(recon=r)
+    with pytest.raises(ValueError, match="need d_sae"):
+        sae.TrainStepOutput(recon=r, sparse=(torch.zeros(1), torch.zeros(1), torch.zeros(1)))
