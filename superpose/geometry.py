@@ -258,7 +258,7 @@ class CosineStats:
     max_angle_deg: float
     max_deviation_deg: float
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
 
 

@@ -510,3 +510,34 @@ def pack(n: int, d: int, *, steps: int = 2000, lr: float | int | None = None,
                       max_deviation_deg=st.max_deviation_deg, stats=st, history=history,
                       history_steps=history_steps, bounds=bounds(n, d),
                       seconds=time.perf_counter() - t0, history_seconds=history_seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# The random baseline, as a density
+# --------------------------------------------------------------------------------------------
+
+def random_angle_density(angles_deg: Float[Tensor, " k"], d: int, *, lines: bool = False
+                         ) -> Float[Tensor, " k"]:
+    """Exact density (per degree) of the angle between two independent uniform unit vectors
+    in R^d: sin^(d−2)(θ) / B(1/2, (d−1)/2) per radian on [0°, 180°]. lines=True: the angle
+    between the lines they span, on [0°, 90°] (twice the density there). Computed in log space,
+    so d = 10^6 works; 0 outside the range.
+
+    >>> round(float(random_angle_density(torch.tensor([90.0]), 2)), 5)     # uniform: 1/180
+    0.00556
+    """
+    v.positive_int("d", d)
+    if d < 2:
+        raise ValueError(f"random_angle_density needs d >= 2 (in R^1 every angle is 0° or "
+                         f"180°), got d={d}")
+    if not isinstance(angles_deg, Tensor):
+        raise TypeError(f"angles_deg must be a torch.Tensor of angles in degrees, "
+                        f"got {type(angles_deg).__name__}")
+    theta = torch.deg2rad(angles_deg.double())
+    log_norm = float(special.betaln(0.5, (d - 1) / 2)) - math.log(math.pi / 180)
+    s = torch.sin(theta).clamp_min(0.0)
+    log_f = (d - 2) * torch.log(s) - log_norm if d > 2 else torch.full_like(s, -log_norm)
+    f = torch.exp(log_f)
+    hi = 90.0 if lines else 180.0
+    inside = (angles_deg >= 0) & (angles_deg <= hi)
+    return torch.where(inside, f * (2.0 if lines else 1.0), torch.zeros_like(f))
