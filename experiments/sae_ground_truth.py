@@ -5,7 +5,8 @@ directions d_i in R^d (full: 1024 features in 128 dimensions), power-law frequen
 p_i ∝ (i+1)^-0.5 with mean 8/n, magnitudes U(0.5, 1.5), noise 0.02, and 10% of the features
 in correlated pairs (the second of a pair fires exactly when the first does). Every
 architecture is trained at several sparsity settings (k for TopK/BatchTopK, the penalty for
-ReLU/JumpReLU/Gated) with the library defaults otherwise (lr = default_lr(d_sae), no search),
+ReLU/JumpReLU/Gated) with the library defaults otherwise (lr = default_lr(d_sae,
+architecture), no search),
 then evaluated on held-out batches: L0, FVE (about the mean), MMCS both ways, the fraction of
 true features recovered at cos ≥ 0.9 and the Hungarian MCC.
 

@@ -95,10 +95,12 @@ class BatchTopKSAE(SAE):
 
     @torch.no_grad()
     def update_threshold(self, acts: Tensor) -> None:
-        """θ ← (1 − lr)·θ + lr·(smallest positive activation kept in this batch)."""
+        """θ ← (1 − lr)·θ + lr·(smallest positive activation kept in this batch); the first
+        update (θ still 0) takes the batch's value outright, so a short run does not leave θ
+        far below its estimate (an EMA from 0 needs ~1/lr steps to get there)."""
         positive = acts[acts > 0]
         if positive.numel():
-            lr = self.cfg.batchtopk_threshold_lr
+            lr = 1.0 if bool(self.threshold == 0) else self.cfg.batchtopk_threshold_lr
             self.threshold.mul_(1 - lr).add_(lr * positive.min().to(self.threshold.dtype))
 
     def fold_decoder_norms(self) -> None:
