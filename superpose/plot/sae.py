@@ -20,6 +20,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 from torch import Tensor
 
 from superpose.plot._common import figure_and_axes
@@ -224,6 +225,7 @@ def sae_training_curves(histories: Mapping[str, Any] | Any, *, title: str | None
         axs[2].plot(s, h.frac_dead, color=c, lw=1.0)
     for a, lab in zip(axs, ["MSE (sum over d_in)", "L0", "fraction dead"]):
         a.set_xlabel("samples")
+        a.xaxis.set_major_formatter(EngFormatter(sep=""))     # 50k, 1M: no crowded digits
         a.set_ylabel(lab)
         for side in ("top", "right"):
             a.spines[side].set_visible(False)
