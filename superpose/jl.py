@@ -285,6 +285,22 @@ def summarize(ratios: Float[Tensor, " pairs"] | Float[np.ndarray, " pairs"], *,
         fraction_within=None if eps is None else float((dev <= eps).mean()))
 
 
+def distortion(X: Points, k: int, *, kind: Kind = "gaussian", seed: int = 0,
+               eps: float | None = None, chunk: int = DEFAULT_CHUNK,
+               max_pairs: int | None = None) -> DistortionSummary:
+    """Project X to k dimensions and summarise how every pair's squared distance moved: the
+    one-call form of `project` + `pairwise_distortion` + `summarize`.
+
+    >>> import numpy as np
+    >>> s = distortion(np.random.default_rng(0).normal(size=(50, 200)), 2000, eps=0.2)
+    >>> s.n_pairs, s.fraction_within
+    (1225, 1.0)
+    """
+    X_proj, _ = project(X, k, kind=kind, seed=seed)
+    return summarize(pairwise_distortion(X, X_proj, chunk=chunk, max_pairs=max_pairs,
+                                         seed=seed), eps=eps)
+
+
 # ----------------------------------------------------------------------------- sweeps over k
 
 def _equivalent_points(X: Tensor, R: np.ndarray) -> Tensor:
@@ -435,5 +451,6 @@ def smallest_k(X: Points, eps: float, *, kind: Kind = "gaussian", quantile: floa
                      bound=int(min_dim(T.shape[0], eps)), sweep=sw)
 
 
-__all__ = ["KINDS", "DistortionSummary", "SmallestK", "Sweep", "default_ks", "make_projector",
+__all__ = ["KINDS", "DistortionSummary", "SmallestK", "Sweep", "default_ks", "distortion",
+           "make_projector",
            "min_dim", "pairwise_distortion", "project", "smallest_k", "summarize", "sweep"]

@@ -231,3 +231,15 @@ def test_jl_digits_quick(tmp_path):
         assert 0.3 < row["gaussian all pairs / bound"] < 1.5
         # ... while the median pair needs an order of magnitude fewer dimensions
         assert row["bound / gaussian median pair"] > 20
+
+
+def test_distortion_is_project_then_pairwise_then_summarize():
+    X = np.random.default_rng(3).normal(size=(40, 30))
+    s = jl.distortion(X, 64, kind="sparse", seed=2, eps=0.5)
+    Y, _ = jl.project(X, 64, kind="sparse", seed=2)
+    r = jl.pairwise_distortion(X, Y).numpy()
+    assert s.n_pairs == 40 * 39 // 2
+    assert s.max_abs == pytest.approx(float(np.abs(r - 1).max()))
+    assert s.fraction_within == pytest.approx(float((np.abs(r - 1) <= 0.5).mean()))
+    with pytest.raises(ValueError, match="k"):
+        jl.distortion(X, 0)
