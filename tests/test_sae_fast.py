@@ -124,3 +124,52 @@ def test_train_step_output_needs_one_representation(user_errors):
         sae.TrainStepOutput(recon=r)
     with pytest.raises(ValueError, match="need d_sae"):
         sae.TrainStepOutput(recon=r, sparse=(torch.zeros(1), torch.zeros(1), torch.zeros(1)))
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+@pytest.mark.parametrize("route", ["sparse", "dense"])
+def test_penalised_fast_path_equals_plain_path(arch, route, monkeypatch):
+    """relu/jumprelu: both routes of the fast path (sparse entries, or dense reusing the
+    pre-activations) give the plain path's losses, latents and gradients (θ's included)."""
+    from superpose.sae import jumprelu, relu
+    limit = 1.0 if route == "sparse" else 0.0
+    monkeypatch.setattr(relu, "SPARSE_MAX_DENSITY", limit)
+    monkeypatch.setattr(jumprelu, "SPARSE_MAX_DENSITY", limit)
+    x = x_batch(24)
+    results = []
+    for fast in (True, False):
+        s = make(arch, sparsity_coefficient=0.7, jumprelu_threshold_init=0.05,
+                 jumprelu_bandwidth=0.04, apply_b_dec_to_input=True, activation_scale=1.5)
+        if not fast:
+            s.hook_sae_acts_post.add_hook(lambda t, hook: t)
+        out = s.training_forward(x, sparsity_coefficient=0.9)
+        assert (out.sparse is not None) == (fast and route == "sparse")
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in s.named_parameters()}))
+    (fast, g_fast), (dense, g_dense) = results
+    assert 0 < dense.l0() < D_SAE
+    for key in ("mse", "sparsity"):
+        torch.testing.assert_close(fast.losses[key], dense.losses[key])
+    torch.testing.assert_close(fast.loss, dense.loss)
+    torch.testing.assert_close(fast.recon, dense.recon)
+    torch.testing.assert_close(fast.acts, dense.acts)
+    assert torch.equal(fast.fired(), dense.fired()) and fast.l0() == dense.l0()
+    assert g_dense.keys() == g_fast.keys()
+    for name in g_dense:
+        assert g_dense[name].abs().sum() > 0, name
+        torch.testing.assert_close(g_fast[name], g_dense[name], msg=name)
+    if arch == "jumprelu" and route == "sparse":     # the band below θ is part of the entries
+        assert (fast.sparse[2] == 0).any()
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_penalised_fast_path_picks_the_route_by_density(arch):
+    x = x_batch(64)
+    s = make(arch, jumprelu_threshold_init=0.05, jumprelu_bandwidth=0.04)
+    assert s.training_forward(x).sparse is None                 # about half the latents on
+    with torch.no_grad():
+        s.b_enc.fill_(-0.25)
+    out = s.training_forward(x)
+    assert out.sparse is not None and 0 < out.l0() < 0.06 * D_SAE
+    with torch.no_grad():
+        assert s.training_forward(x).sparse is None             # no autograd: plain path
