@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -217,6 +218,25 @@ class SAE(HookedRootModule, abc.ABC):
         if self.cfg.activation_scale != 1.0:
             recon = recon / self.cfg.activation_scale
         return recon
+
+    def _fast_step_output(self, x: Tensor, recon: Tensor, pre: Tensor,
+                          extra: Callable[[Tensor, Tensor], dict[str, Tensor]], *,
+                          acts: Tensor | None = None,
+                          sparse: tuple[Tensor, Tensor, Tensor] | None = None
+                          ) -> TrainStepOutput:
+        """The shared tail of the architectures' fast training paths: `recon` [n, d_in]
+        (b_dec added) gets the input scale undone and passes hook_sae_output; the losses are
+        the MSE followed by `extra(recon, target)`; latents are dense `acts` [n, d_sae] or
+        `sparse=(rows, cols, values)`."""
+        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
+        target = x.to(recon.dtype)
+        losses = {"mse": (recon - target).pow(2).sum(-1).mean(), **extra(recon, target)}
+        shape = (*x.shape[:-1], self.cfg.d_sae)
+        if sparse is None:
+            return TrainStepOutput(recon=recon, acts=acts.reshape(shape),
+                                   pre_acts=pre.reshape(shape), losses=losses)
+        return TrainStepOutput(recon=recon, pre_acts=pre.reshape(shape), losses=losses,
+                               sparse=sparse, d_sae=self.cfg.d_sae)
 
     def forward(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_in"]:
         return self.hook_sae_output(self.decode(self.encode(x)))

@@ -84,14 +84,12 @@ class BatchTopKSAE(SAE):
             kept = top_values[flat.indices]
         values = torch.relu(pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, kept))
         recon = decode_rows(values, rows, cols, self.W_dec, n) + self.b_dec
-        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
-        target = x.to(recon.dtype)
-        losses = {"mse": (recon - target).pow(2).sum(-1).mean(),
-                  "aux": auxk_loss(self, pre, sae_in, recon, target, dead_mask,
-                                   self.cfg.aux_coefficient)}
+        out = self._fast_step_output(
+            x, recon, pre, lambda r, t: {"aux": auxk_loss(self, pre, sae_in, r, t, dead_mask,
+                                                          self.cfg.aux_coefficient)},
+            sparse=(rows, cols, values))
         self.update_threshold(values.detach())
-        return TrainStepOutput(recon=recon, pre_acts=pre.reshape(*x.shape[:-1], d_sae),
-                               losses=losses, sparse=(rows, cols, values), d_sae=d_sae)
+        return out
 
     @torch.no_grad()
     def update_threshold(self, acts: Tensor) -> None:

@@ -108,26 +108,19 @@ class JumpReLUSAE(SAE):
             kept = entries(pre, (pre - theta).div_(eps) > -0.5, SPARSE_MAX_DENSITY)
         if kept is None:                                       # dense, reusing `pre`
             acts = _JumpReLU.apply(pre, theta, eps)
-            recon = acts @ self.W_dec + self.b_dec
             l0 = _Step.apply(pre, theta, eps).sum(-1).mean()
-        else:
-            rows, cols, pre_kept = kept
-            order = col_order(rows, cols, d_sae)
-            z = pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, pre_kept,
-                       order=order)
-            theta_at = theta.index_select(0, cols)
-            values = _JumpReLU.apply(z, theta_at, eps)
-            recon = decode_rows(values, rows, cols, self.W_dec, n, order=order) + self.b_dec
-            l0 = _Step.apply(z, theta_at, eps).sum() / n
-        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
-        target = x.to(recon.dtype)
-        losses = {"mse": (recon - target).pow(2).sum(-1).mean(), "sparsity": coeff * l0}
-        batch = x.shape[:-1]
-        if kept is None:
-            return TrainStepOutput(recon=recon, acts=acts.reshape(*batch, d_sae),
-                                   pre_acts=pre.reshape(*batch, d_sae), losses=losses)
-        return TrainStepOutput(recon=recon, pre_acts=pre.detach().reshape(*batch, d_sae),
-                               losses=losses, sparse=(rows, cols, values), d_sae=d_sae)
+            return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
+                                          lambda r, t: {"sparsity": coeff * l0}, acts=acts)
+        rows, cols, pre_kept = kept
+        order = col_order(rows, cols, d_sae)
+        z = pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, pre_kept, order=order)
+        theta_at = theta.index_select(0, cols)
+        values = _JumpReLU.apply(z, theta_at, eps)
+        recon = decode_rows(values, rows, cols, self.W_dec, n, order=order) + self.b_dec
+        l0 = _Step.apply(z, theta_at, eps).sum() / n
+        return self._fast_step_output(x, recon, pre.detach(),
+                                      lambda r, t: {"sparsity": coeff * l0},
+                                      sparse=(rows, cols, values))
 
     def _scale_latents(self, norms: Tensor) -> None:
         super()._scale_latents(norms)

@@ -69,23 +69,14 @@ class ReLUSAE(SAE):
             kept = entries(pre, pre > 0, SPARSE_MAX_DENSITY)
         if kept is None:                                       # dense, reusing `pre`
             acts = torch.relu(pre)
-            recon = acts @ self.W_dec + self.b_dec
             l1 = (acts * self.W_dec_norms).sum(-1).mean()
-            sparse = None
-        else:
-            rows, cols, pre_kept = kept
-            order = col_order(rows, cols, d_sae)
-            acts = pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, pre_kept,
-                          order=order)
-            recon = decode_rows(acts, rows, cols, self.W_dec, n, order=order) + self.b_dec
-            l1 = (acts * self.W_dec_norms.index_select(0, cols)).sum() / n
-            sparse = (rows, cols, acts)
-        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
-        target = x.to(recon.dtype)
-        losses = {"mse": (recon - target).pow(2).sum(-1).mean(), "sparsity": coeff * l1}
-        batch = x.shape[:-1]
-        if sparse is None:
-            return TrainStepOutput(recon=recon, acts=acts.reshape(*batch, d_sae),
-                                   pre_acts=pre.reshape(*batch, d_sae), losses=losses)
-        return TrainStepOutput(recon=recon, pre_acts=pre.detach().reshape(*batch, d_sae),
-                               losses=losses, sparse=sparse, d_sae=d_sae)
+            return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
+                                          lambda r, t: {"sparsity": coeff * l1}, acts=acts)
+        rows, cols, pre_kept = kept
+        order = col_order(rows, cols, d_sae)
+        acts = pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, pre_kept, order=order)
+        recon = decode_rows(acts, rows, cols, self.W_dec, n, order=order) + self.b_dec
+        l1 = (acts * self.W_dec_norms.index_select(0, cols)).sum() / n
+        return self._fast_step_output(x, recon, pre.detach(),
+                                      lambda r, t: {"sparsity": coeff * l1},
+                                      sparse=(rows, cols, acts))

@@ -100,7 +100,7 @@ class TopKSAE(SAE):
             return super().training_forward(x, dead_mask=dead_mask,
                                             sparsity_coefficient=sparsity_coefficient)
         check_dead_mask(self, dead_mask)
-        d_in, d_sae, k = self.cfg.d_in, self.cfg.d_sae, self.cfg.k
+        d_in, k = self.cfg.d_in, self.cfg.k
         sae_in = self.process_input(x).reshape(-1, d_in)
         n = sae_in.shape[0]
         with torch.no_grad():
@@ -111,13 +111,10 @@ class TopKSAE(SAE):
         values = torch.relu(pre_at(sae_in, self.W_enc, self.b_enc, rows, cols,
                                    top.values.reshape(-1)))
         recon = decode_rows(values, rows, cols, self.W_dec, n) + self.b_dec
-        recon = self.hook_sae_output(self._finish_decode(recon).reshape(x.shape))
-        target = x.to(recon.dtype)
-        losses = {"mse": (recon - target).pow(2).sum(-1).mean(),
-                  "aux": auxk_loss(self, pre, sae_in, recon, target, dead_mask,
-                                   self.cfg.aux_coefficient)}
-        return TrainStepOutput(recon=recon, pre_acts=pre.reshape(*x.shape[:-1], d_sae),
-                               losses=losses, sparse=(rows, cols, values), d_sae=d_sae)
+        return self._fast_step_output(
+            x, recon, pre, lambda r, t: {"aux": auxk_loss(self, pre, sae_in, r, t, dead_mask,
+                                                          self.cfg.aux_coefficient)},
+            sparse=(rows, cols, values))
 
     def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
                     dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
