@@ -128,9 +128,11 @@ def test_train_step_output_needs_one_representation(user_errors):
 
 @pytest.mark.parametrize("arch", ["relu", "jumprelu"])
 @pytest.mark.parametrize("route", ["sparse", "dense"])
-def test_penalised_fast_path_equals_plain_path(arch, route, monkeypatch):
+@pytest.mark.parametrize("b_dec_in", [True, False])
+def test_penalised_fast_path_equals_plain_path(arch, route, b_dec_in, monkeypatch):
     """relu/jumprelu: both routes of the fast path (sparse entries, or dense reusing the
-    pre-activations) give the plain path's losses, latents and gradients (θ's included)."""
+    pre-activations) give the plain path's losses, latents and gradients (θ's included),
+    with and without b_dec subtracted from the input."""
     from superpose.sae import jumprelu, relu
     limit = 1.0 if route == "sparse" else 0.0
     monkeypatch.setattr(relu, "SPARSE_MAX_DENSITY", limit)
@@ -139,7 +141,7 @@ def test_penalised_fast_path_equals_plain_path(arch, route, monkeypatch):
     results = []
     for fast in (True, False):
         s = make(arch, sparsity_coefficient=0.7, jumprelu_threshold_init=0.05,
-                 jumprelu_bandwidth=0.04, apply_b_dec_to_input=True, activation_scale=1.5)
+                 jumprelu_bandwidth=0.04, apply_b_dec_to_input=b_dec_in, activation_scale=1.5)
         if not fast:
             s.hook_sae_acts_post.add_hook(lambda t, hook: t)
         out = s.training_forward(x, sparsity_coefficient=0.9)
@@ -173,3 +175,51 @@ def test_penalised_fast_path_picks_the_route_by_density(arch):
     assert out.sparse is not None and 0 < out.l0() < 0.06 * D_SAE
     with torch.no_grad():
         assert s.training_forward(x).sparse is None             # no autograd: plain path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_csr_kernels_equal_dense_autograd(dtype):
+    """csr_pre / csr_decode: values, reconstruction and every gradient equal dense autograd
+    through the same masked expression, including rows and latents with no kept entry."""
+    from superpose.sae.sparse import csr_decode, csr_pre, kept_entries
+    g = torch.Generator().manual_seed(3)
+    n, d_in, d_sae = 37, 6, 11
+    x = torch.randn(n, d_in, generator=g, dtype=dtype)
+    params = [torch.randn(*s, generator=g, dtype=dtype) for s in
+              ((d_in, d_sae), (d_sae,), (d_sae, d_in), (d_in,))]
+    with torch.no_grad():
+        pre = (x - params[3]) @ params[0] + params[1]
+        mask = pre > 0.8
+        mask[5] = False                   # a row with no entry
+        mask[:, 2] = False                # a latent with no entry
+    w = torch.randn(n, d_in, generator=g, dtype=dtype)
+
+    def run(sparse: bool):
+        W_enc, b_enc, W_dec, b_dec = (p.clone().requires_grad_() for p in params)
+        if sparse:
+            kept, pre_kept = kept_entries(pre, mask, 1.0)
+            acts = csr_pre(x - b_dec, W_enc, b_enc, b_dec, kept, pre_kept)
+            out = csr_decode(acts * acts, W_dec, kept)
+        else:
+            z = ((x - b_dec) @ W_enc + b_enc) * mask
+            out = (z * z) @ W_dec
+        (out * w).sum().backward()
+        return out, [p.grad for p in (W_enc, b_enc, W_dec, b_dec)]
+
+    (a, ga), (b, gb) = run(True), run(False)
+    torch.testing.assert_close(a, b)
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v)
+    assert kept_entries(pre, mask, 0.01) is None          # too dense: the caller goes dense
+
+
+def test_csr_kernels_with_no_entry_at_all():
+    from superpose.sae.sparse import csr_decode, csr_pre, kept_entries
+    pre = -torch.ones(4, 5)
+    kept, pre_kept = kept_entries(pre, pre > 0, 0.5)
+    W_enc, b_enc = torch.ones(3, 5, requires_grad=True), torch.zeros(5, requires_grad=True)
+    W_dec = torch.ones(5, 3, requires_grad=True)
+    out = csr_decode(csr_pre(torch.ones(4, 3), W_enc, b_enc, None, kept, pre_kept), W_dec, kept)
+    assert out.shape == (4, 3) and not out.any()
+    out.sum().backward()
+    assert not W_enc.grad.any() and not W_dec.grad.any() and not b_enc.grad.any()

@@ -8,9 +8,9 @@ Saved as SAELens's "jumprelu" with the tensor `threshold` (= exp(log_threshold))
 Training fast path (as ReLU's, `superpose.sae.relu`): every gradient of a step lives on the
 entries with z > θ − ε/2, i.e. (z − θ)/ε > −1/2: the active ones (z > θ) and the band below
 the threshold where K ≠ 0, whose ∂L/∂acts (from the decoder) feeds θ's estimate. After the
-dense encoder product the step gathers those entries and runs the same autograd functions on
-them with a per-entry θ; above `SPARSE_MAX_DENSITY` of them it runs dense. Same numbers as
-the plain path (tested).
+dense encoder product the step keeps those entries as CSR matrices and runs the same autograd
+functions on them with a per-entry θ; above `SPARSE_MAX_DENSITY` of them it runs dense. Same
+numbers as the plain path (tested).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import torch
 from torch import Tensor
 
 from superpose.sae.base import SAE, Encoded, TrainStepOutput
-from superpose.sae.relu import fast_inputs, sparse_step_ok
-from superpose.sae.sparse import col_order, decode_rows, entries, pre_at
+from superpose.sae.relu import fast_inputs, sparse_max_density, sparse_step_ok
+from superpose.sae.sparse import csr_decode, csr_pre, kept_entries
 
-# Kept-entry fraction up to which a step runs sparse: higher than ReLU's, as the dense route's
-# kernel terms cost more (sparse 133 ms vs dense 322 ms per step at 3%, break-even near 15% on
-# 1 idle CPU thread; sae_speed.py's short run at L0 ~74: 1.44x SAELens with 0.15, 1.22x before).
-SPARSE_MAX_DENSITY = 0.15
+# Kept-entry fraction up to which a step runs sparse (CPU; see `relu.sparse_max_density`):
+# higher than ReLU's, as the dense route's kernel terms cost more.
+SPARSE_MAX_DENSITY = 0.25
 
 
 def _rectangle(u: Tensor) -> Tensor:
@@ -102,25 +101,26 @@ class JumpReLUSAE(SAE):
             else sparsity_coefficient
         eps = self.cfg.jumprelu_bandwidth
         sae_in, pre = fast_inputs(self, x)
-        n, d_sae = sae_in.shape[0], self.cfg.d_sae
+        n = sae_in.shape[0]
         theta = self.threshold
         with torch.no_grad():         # (z − θ)/ε as the kernel computes it, so K ≠ 0 ⇒ kept
-            kept = entries(pre, (pre - theta).div_(eps) > -0.5, SPARSE_MAX_DENSITY)
+            kept = kept_entries(pre, (pre - theta).div_(eps) > -0.5,
+                                sparse_max_density(pre.device, SPARSE_MAX_DENSITY))
         if kept is None:                                       # dense, reusing `pre`
             acts = _JumpReLU.apply(pre, theta, eps)
             l0 = _Step.apply(pre, theta, eps).sum(-1).mean()
             return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
                                           lambda r, t: {"sparsity": coeff * l0}, acts=acts)
-        rows, cols, pre_kept = kept
-        order = col_order(rows, cols, d_sae)
-        z = pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, pre_kept, order=order)
-        theta_at = theta.index_select(0, cols)
+        entries, pre_kept = kept
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        z = csr_pre(sae_in, self.W_enc, self.b_enc, b_dec, entries, pre_kept)
+        theta_at = theta.index_select(0, entries.cols)
         values = _JumpReLU.apply(z, theta_at, eps)
-        recon = decode_rows(values, rows, cols, self.W_dec, n, order=order) + self.b_dec
+        recon = csr_decode(values, self.W_dec, entries) + self.b_dec
         l0 = _Step.apply(z, theta_at, eps).sum() / n
         return self._fast_step_output(x, recon, pre.detach(),
                                       lambda r, t: {"sparsity": coeff * l0},
-                                      sparse=(rows, cols, values))
+                                      sparse=(entries.rows, entries.cols, values))
 
     def _scale_latents(self, norms: Tensor) -> None:
         super()._scale_latents(norms)

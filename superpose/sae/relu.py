@@ -4,12 +4,12 @@ so the penalty cannot be dodged by shrinking acts and growing decoder rows. SAEL
 architecture "standard".
 
 Training fast path: once the penalty acts, few latents are positive, so after the dense
-encoder product the step works on the positive entries only (as TopK's does): their encoder
-gradients by gathers (`superpose.sae.sparse.pre_at`), the decoder by embedding_bag, the L1
-term as Σ over those entries of acts·‖W_dec row‖. Above `SPARSE_MAX_DENSITY` positive
-entries (early in training) the same step runs dense, reusing the pre-activations; a hook on
-hook_sae_acts_pre / hook_sae_acts_post, an input that needs a gradient, or no autograd switch
-to the plain path. All routes give the same numbers (tested).
+encoder product the step works on the positive entries only, as CSR matrices
+(`superpose.sae.sparse.KeptEntries`): the decoder and the three gradient products are sparse
+matrix products, the L1 term Σ over those entries of acts·‖W_dec row‖. Above
+`SPARSE_MAX_DENSITY` positive entries (early in training) the same step runs dense, reusing
+the pre-activations; a hook on hook_sae_acts_pre / hook_sae_acts_post, an input that needs a
+gradient, or no autograd switch to the plain path. All routes give the same numbers (tested).
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ import torch
 from torch import Tensor
 
 from superpose.sae.base import SAE, Encoded, TrainStepOutput, hooked
-from superpose.sae.sparse import col_order, decode_rows, encoder_pre, entries, pre_at
+from superpose.sae.sparse import csr_decode, csr_pre, encoder_pre, kept_entries
 
 # Fraction of [batch, d_sae] entries up to which a step runs sparse. Measured on 1 CPU thread
-# (batch 4096, d_in 128, d_sae 1024): sparse 99 ms vs dense 241 ms per step at 3% density,
-# break-even near 15% with an idle machine and lower under load, so the margin is wide.
-SPARSE_MAX_DENSITY = 0.06
+# (batch 4096, d_in 128, d_sae 1024; benchmarks/sae_step.py): see sparse_max_density.
+SPARSE_MAX_DENSITY = 0.15
+
+
+def sparse_max_density(device: torch.device, cpu: float) -> float:
+    """The sparse path's density cutoff: `cpu` on CPU. On CUDA dense GEMMs are so cheap that
+    the sparse route (whose `nonzero` also waits for the GPU) is not used: never measured on
+    a GPU here, so the dense path, which is known to be fast there, is the default."""
+    return cpu if device.type == "cpu" else 0.0
 
 
 def sparse_step_ok(sae: SAE, x: Tensor) -> bool:
@@ -64,19 +70,20 @@ class ReLUSAE(SAE):
         coeff = self.cfg.sparsity_coefficient if sparsity_coefficient is None \
             else sparsity_coefficient
         sae_in, pre = fast_inputs(self, x)
-        n, d_sae = sae_in.shape[0], self.cfg.d_sae
+        n = sae_in.shape[0]
         with torch.no_grad():
-            kept = entries(pre, pre > 0, SPARSE_MAX_DENSITY)
+            kept = kept_entries(pre, pre > 0,
+                                sparse_max_density(pre.device, SPARSE_MAX_DENSITY))
         if kept is None:                                       # dense, reusing `pre`
             acts = torch.relu(pre)
-            l1 = (acts * self.W_dec_norms).sum(-1).mean()
+            l1 = acts.sum(0) @ self.W_dec_norms / n
             return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
                                           lambda r, t: {"sparsity": coeff * l1}, acts=acts)
-        rows, cols, pre_kept = kept
-        order = col_order(rows, cols, d_sae)
-        acts = pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, pre_kept, order=order)
-        recon = decode_rows(acts, rows, cols, self.W_dec, n, order=order) + self.b_dec
-        l1 = (acts * self.W_dec_norms.index_select(0, cols)).sum() / n
+        entries, pre_kept = kept
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        acts = csr_pre(sae_in, self.W_enc, self.b_enc, b_dec, entries, pre_kept)
+        recon = csr_decode(acts, self.W_dec, entries) + self.b_dec
+        l1 = acts @ self.W_dec_norms.index_select(0, entries.cols) / n
         return self._fast_step_output(x, recon, pre.detach(),
                                       lambda r, t: {"sparsity": coeff * l1},
-                                      sparse=(rows, cols, acts))
+                                      sparse=(entries.rows, entries.cols, acts))

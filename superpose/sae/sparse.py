@@ -12,15 +12,29 @@ at a list of (row, latent) entries and back-propagates with gathers over those e
 
 which costs O(entries · d_in) instead of O(batch · d_sae · d_in). The results equal autograd's
 to float rounding (tested).
+
+The penalised architectures (ReLU, JumpReLU) keep a varying number of entries per row, often
+10% of the batch or more; for them `KeptEntries` holds the entries as the index arrays of a
+CSR matrix and `csr_pre` / `csr_decode` run every product as one sparse-dense matrix product
+(MKL's sparse BLAS on CPU, cuSPARSE on CUDA): the decoder Σ acts·W_dec (CSR @ dense), its
+gradient for the kept acts (a sampled dense-dense product, SDDMM), and the two weight
+gradients (the transposed pattern @ dense). Measured on 1 CPU thread at batch 4096, d_in 128,
+d_sae 1024 and 10% density: ~11 ms per product against ~32 ms for the dense one, and 0.2
+GFLOP/s for a gather-and-dot SDDMM against 9 GFLOP/s for the sparse BLAS one.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+# torch warns on the first CSR tensor of a process; the CSR tensors here never leave this module
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta",
+                        category=UserWarning)
 
 
 def bag_offsets(sorted_ids: Tensor, n_bags: int) -> Tensor:
@@ -193,3 +207,120 @@ def entries(pre: Tensor, mask: Tensor, max_density: float
     d_sae = mask.shape[1]
     rows = flat.div(d_sae, rounding_mode="floor")
     return rows, flat - rows * d_sae, pre.reshape(-1).index_select(0, flat)
+
+
+# ------------------------------------------------------------------------------ CSR kernels
+
+class KeptEntries:
+    """The kept (row, latent) entries of an [n, d_sae] batch in row-major order (as `nonzero`
+    yields them), as the index arrays of CSR matrices: `csr(values)` is the [n, d_sae] matrix
+    with those entries, `csr_t(values)` its transpose [d_sae, n] (the column-major order is
+    sorted once, on first use). `rows`, `cols`: [m] int64 (what `TrainStepOutput.sparse`
+    carries)."""
+
+    def __init__(self, flat: Tensor, n: int, d_sae: int) -> None:
+        self.n, self.d_sae = n, d_sae
+        self.rows = flat.div(d_sae, rounding_mode="floor")
+        self.cols = flat - self.rows * d_sae
+        # int32 indices where they fit: MKL's sparse BLAS takes them without a conversion
+        self._idx = torch.int32 if n * d_sae < 2**31 else torch.int64
+        starts = torch.arange(n + 1, device=flat.device, dtype=flat.dtype) * d_sae
+        self._crow = torch.searchsorted(flat, starts).to(self._idx)
+        self._col = self.cols.to(self._idx)
+        self._t: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def nnz(self) -> int:
+        return self.cols.numel()
+
+    def csr(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(self._crow, self._col, values, (self.n, self.d_sae),
+                                       check_invariants=False)
+
+    def _transposed(self) -> tuple[Tensor, Tensor, Tensor]:
+        if self._t is None:
+            # a stable sort keeps the rows ascending within each latent; int16 keys sort
+            # about twice as fast as int32 ones on CPU
+            key = self.cols.to(torch.int16 if self.d_sae <= 32767 else torch.int32)
+            order = key.argsort(stable=True)
+            ccol = torch.zeros(self.d_sae + 1, dtype=torch.int64, device=self.cols.device)
+            ccol[1:] = torch.bincount(self.cols, minlength=self.d_sae).cumsum(0)
+            self._t = (order, ccol.to(self._idx), self.rows.index_select(0, order).to(self._idx))
+        return self._t
+
+    def csr_t(self, values: Tensor) -> Tensor:
+        order, ccol, rows = self._transposed()
+        return torch.sparse_csr_tensor(ccol, rows, values.index_select(0, order),
+                                       (self.d_sae, self.n), check_invariants=False)
+
+
+def kept_entries(pre: Tensor, mask: Tensor, max_density: float
+                 ) -> tuple[KeptEntries, Tensor] | None:
+    """(entries, pre at them) for the True entries of an [n, d_sae] mask, or None when more
+    than `max_density` of the entries are True (then the dense path is cheaper; counted before
+    any index list is built)."""
+    if int(torch.count_nonzero(mask)) > max_density * mask.numel():
+        return None
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    kept = KeptEntries(flat, mask.shape[0], mask.shape[1])
+    return kept, pre.reshape(-1).index_select(0, flat)
+
+
+class _CSRPre(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, sae_in: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None,
+                kept: KeptEntries, values: Tensor) -> Tensor:
+        ctx.save_for_backward(sae_in, W_enc)
+        ctx.kept = kept
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        sae_in, W_enc = ctx.saved_tensors
+        kept: KeptEntries = ctx.kept
+        g = grad.to(W_enc.dtype).contiguous()
+        grad_w = grad_b = grad_b_dec = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (kept.csr_t(g) @ sae_in).T.contiguous()
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            g_sum = torch.zeros(kept.d_sae, dtype=g.dtype, device=g.device
+                                ).index_add_(0, kept.cols, g)
+            grad_b = g_sum if ctx.needs_input_grad[2] else None
+            if ctx.needs_input_grad[3]:
+                grad_b_dec = -(W_enc @ g_sum)
+        return None, grad_w, grad_b, grad_b_dec, None, None
+
+
+def csr_pre(sae_in: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None,
+            kept: KeptEntries, values: Tensor) -> Tensor:
+    """`values` (= ((x_s − b_dec) @ W_enc + b_enc) at the kept entries, computed by the caller
+    without autograd; `sae_in` = x_s − b_dec, detached) with the gradients of that expression
+    for W_enc (one sparse product), b_enc (a scatter-add) and b_dec (−W_enc·Σ g: no
+    per-row product, as the input itself needs no gradient). b_dec None: sae_in = x_s."""
+    return _CSRPre.apply(sae_in.detach(), W_enc, b_enc, b_dec, kept, values)
+
+
+class _CSRDecode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, values: Tensor, W_dec: Tensor, kept: KeptEntries) -> Tensor:
+        ctx.save_for_backward(values, W_dec)
+        ctx.kept = kept
+        return kept.csr(values) @ W_dec
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        values, W_dec = ctx.saved_tensors
+        kept: KeptEntries = ctx.kept
+        g = grad.contiguous()
+        grad_values = grad_w = None
+        if ctx.needs_input_grad[0]:          # g · W_dec[col] at every kept entry (SDDMM)
+            grad_values = torch.sparse.sampled_addmm(kept.csr(values), g, W_dec.T,
+                                                     beta=0.0).values()
+        if ctx.needs_input_grad[1]:
+            grad_w = kept.csr_t(values) @ g
+        return grad_values, grad_w, None
+
+
+def csr_decode(values: Tensor, W_dec: Tensor, kept: KeptEntries) -> Tensor:
+    """Σ_j values·W_dec[j] per row over the kept entries: [n, d_in], by sparse products."""
+    return _CSRDecode.apply(values.to(W_dec.dtype), W_dec, kept)
