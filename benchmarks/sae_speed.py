@@ -7,7 +7,7 @@ batch 4096, d_sae 1024, TopK/BatchTopK k = 16. Every contender sees the same bat
 
 Contenders per architecture:
   ours      `superpose.sae.train` with its defaults (lr = default_lr(d_sae, architecture):
-            2e-2 for TopK/BatchTopK, 8e-3 for ReLU/JumpReLU, 4e-3 for Gated at d_sae 1024;
+            2e-2 for TopK, 4e-3 for BatchTopK, 8e-3 for ReLU/JumpReLU, 4e-3 for Gated at d_sae 1024;
             no search);
   ref       a plain PyTorch loop written below: dense encoder/decoder, autograd, Adam, clip 1.0
             (TopK/BatchTopK: dense AuxK, unit-norm decoder rows), lr `--ref-lr`;
