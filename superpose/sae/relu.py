@@ -20,8 +20,9 @@ from torch import Tensor
 from superpose.sae.base import SAE, Encoded, TrainStepOutput, hooked
 from superpose.sae.sparse import csr_decode, csr_pre, encoder_pre, kept_entries
 
-# Fraction of [batch, d_sae] entries up to which a step runs sparse. Measured on 1 CPU thread
-# (batch 4096, d_in 128, d_sae 1024; benchmarks/sae_step.py): see sparse_max_density.
+# Fraction of [batch, d_sae] entries up to which a step runs sparse (CPU). Measured with
+# benchmarks/sae_step.py on 1 thread (batch 4096, d_in 128, d_sae 1024): sparse vs dense step
+# 76 vs 211 ms at 1%, 138 vs 209 ms at 10%, 172 vs 202 ms at 15%, 211 vs 197 ms at 20%.
 SPARSE_MAX_DENSITY = 0.15
 
 
