@@ -82,18 +82,9 @@ def head_scores(model: gpt.GPT, val_ids: Tensor, seed: int) -> dict[str, Tensor]
     repeated random characters (mean attention from t to t - L + 1 in the second copy)."""
     n_ctx = model.cfg.n_ctx
     windows = val_ids[: (len(val_ids) // n_ctx) * n_ctx].view(-1, n_ctx)[:16]
-    names = lambda name: name.endswith("hook_pattern")          # noqa: E731
-    with torch.no_grad():
-        _, cache = model.run_with_cache(windows, names_filter=names)
-        pat = torch.stack([cache["pattern", i] for i in range(model.cfg.n_layers)])
-        q = torch.arange(1, n_ctx)
-        prev = pat[..., q, q - 1].mean(dim=(1, 3))
-        L = min(INDUCTION_LEN, n_ctx // 2)
-        rep = gpt.repeated_tokens(32, L, model.cfg.d_vocab, seed)
-        _, cache = model.run_with_cache(rep, names_filter=names)
-        pat = torch.stack([cache["pattern", i] for i in range(model.cfg.n_layers)])
-        q = torch.arange(L, 2 * L)
-        ind = pat[..., q, q - L + 1].mean(dim=(1, 3))
+    prev = gpt.prev_token_scores(model, windows)
+    ind = gpt.induction_scores(model, seq_len=min(INDUCTION_LEN, n_ctx // 2),
+                               d_vocab=model.cfg.d_vocab, batch=32, seed=seed)
     return {"prev_token": prev, "induction": ind}
 
 

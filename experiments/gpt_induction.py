@@ -152,19 +152,6 @@ def patterns(model: gpt.GPT, tokens: Tensor) -> tuple[Tensor, Tensor]:
     return logits, torch.stack([cache["pattern", i] for i in range(model.cfg.n_layers)])
 
 
-def induction_scores(pattern: Tensor, repeat: int, copy_start: int) -> Tensor:
-    """[layer head]: mean attention from each second-copy position t to t - repeat + 1 (the
-    token after the current token's earlier occurrence). `pattern`: [layer batch head q k]."""
-    q = torch.arange(copy_start, pattern.shape[-1])
-    return pattern[..., q, q - repeat + 1].mean(dim=(1, 3))
-
-
-def prev_token_scores(pattern: Tensor) -> Tensor:
-    """[layer head]: mean attention from every position t >= 1 to t - 1."""
-    q = torch.arange(1, pattern.shape[-1])
-    return pattern[..., q, q - 1].mean(dim=(1, 3))
-
-
 def loss_per_position(logits: Tensor, tokens: Tensor) -> Tensor:
     """[pos - 1]: mean cross-entropy of predicting tokens[:, t + 1] from position t."""
     logp = logits[:, :-1].float().log_softmax(-1)
@@ -186,7 +173,8 @@ def analyse(model: gpt.GPT, seed: int) -> dict[str, Any]:
         logits, pat = patterns(model, e.tokens)
         per_pos = loss_per_position(logits, e.tokens)
         first, second = halves(per_pos, e.copy_start)
-        ind, prev = induction_scores(pat, e.repeat, e.copy_start), prev_token_scores(pat)
+        ind = gpt.induction_scores_from(pat, e.repeat, e.copy_start)
+        prev = gpt.prev_token_scores_from(pat)
         best = divmod(int(ind.argmax()), ind.shape[1])
         out[e.name] = {"repeat": e.repeat, "copy_start": e.copy_start,
                        "first_half_loss": first, "second_half_loss": second,

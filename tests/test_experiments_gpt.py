@@ -103,15 +103,6 @@ def test_shifted_repeats_rows():
                    for n in range(gpt_induction.MIN_REPEAT, 17))
 
 
-def test_induction_score_of_a_perfect_pattern():
-    L, n = 5, 11                                          # BOS + 2 * 5
-    pattern = torch.zeros(1, 1, 1, n, n)
-    for t in range(n):
-        pattern[..., t, t - L + 1 if t >= L + 1 else 0] = 1.0
-    assert gpt_induction.induction_scores(pattern, L, L + 1).item() == pytest.approx(1.0)
-    assert gpt_induction.prev_token_scores(pattern).item() < 0.2
-
-
 @pytest.mark.slow
 def test_gpt_claims_quick(tmp_path):
     m = gpt_claims.run(out=tmp_path, quick=True, progress=False)

@@ -3,6 +3,13 @@
 from superpose.gpt.checkpoint import latest_checkpoint
 from superpose.gpt.config import GPTConfig
 from superpose.gpt.corpus import Corpus, TokenDataset, load_corpus, load_text_files
+from superpose.gpt.heads import (
+    attention_patterns,
+    induction_scores,
+    induction_scores_from,
+    prev_token_scores,
+    prev_token_scores_from,
+)
 from superpose.gpt.model import GPT, next_token_loss
 from superpose.gpt.synthetic import Dyck, DyckScore, repeated_tokens
 from superpose.gpt.tokenizers import (
@@ -18,4 +25,5 @@ __all__ = ["GPT", "GPTConfig", "next_token_loss",
            "GPTTrainConfig", "GPTTrainResult", "TrainHistory", "evaluate", "latest_checkpoint",
            "train", "BPETokenizer", "ByteTokenizer", "CharTokenizer", "Tokenizer",
            "load_tokenizer", "Corpus", "TokenDataset", "load_corpus", "load_text_files", "Dyck",
-           "DyckScore", "repeated_tokens"]
+           "DyckScore", "repeated_tokens", "attention_patterns", "induction_scores",
+           "induction_scores_from", "prev_token_scores", "prev_token_scores_from"]
