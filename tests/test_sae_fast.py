@@ -211,6 +211,7 @@ def test_csr_kernels_equal_dense_autograd(dtype):
     for u, v in zip(ga, gb):
         torch.testing.assert_close(u, v)
     assert kept_entries(pre, mask, 0.01) is None          # too dense: the caller goes dense
+    assert kept_entries(pre, torch.zeros_like(mask), 0.0) is None    # cutoff 0: always dense
 
 
 def test_csr_kernels_with_no_entry_at_all():

@@ -258,8 +258,8 @@ def kept_entries(pre: Tensor, mask: Tensor, max_density: float
                  ) -> tuple[KeptEntries, Tensor] | None:
     """(entries, pre at them) for the True entries of an [n, d_sae] mask, or None when more
     than `max_density` of the entries are True (then the dense path is cheaper; counted before
-    any index list is built)."""
-    if int(torch.count_nonzero(mask)) > max_density * mask.numel():
+    any index list is built; a cutoff of 0 always means dense)."""
+    if max_density <= 0 or int(torch.count_nonzero(mask)) > max_density * mask.numel():
         return None
     flat = mask.reshape(-1).nonzero().squeeze(1)
     kept = KeptEntries(flat, mask.shape[0], mask.shape[1])
