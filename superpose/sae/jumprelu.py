@@ -20,9 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from superpose.sae.base import SAE, Encoded, TrainStepOutput
-from superpose.sae.relu import fast_inputs, sparse_max_density, sparse_step_ok
-from superpose.sae.sparse import csr_decode, csr_pre, kept_entries
+from superpose.sae.base import Encoded
+from superpose.sae.relu import PenalisedSAE
 
 # Kept-entry fraction up to which a step runs sparse (CPU; see `relu.sparse_max_density`):
 # higher than ReLU's, as the dense route's kernel terms cost more (benchmarks/sae_step.py:
@@ -69,7 +68,7 @@ class _Step(torch.autograd.Function):
         return None, _sum_to_latents(grad_theta, theta.shape[-1]), None
 
 
-class JumpReLUSAE(SAE):
+class JumpReLUSAE(PenalisedSAE):
     architecture = "jumprelu"
     saelens_architecture = "jumprelu"
 
@@ -93,35 +92,20 @@ class JumpReLUSAE(SAE):
         l0 = _Step.apply(enc.pre_acts, self.threshold, self.cfg.jumprelu_bandwidth)
         return {"sparsity": sparsity_coefficient * l0.sum(-1).mean()}
 
-    def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
-                         sparsity_coefficient: float | None = None) -> TrainStepOutput:
-        if not sparse_step_ok(self, x):
-            return super().training_forward(x, dead_mask=dead_mask,
-                                            sparsity_coefficient=sparsity_coefficient)
-        coeff = self.cfg.sparsity_coefficient if sparsity_coefficient is None \
-            else sparsity_coefficient
-        eps = self.cfg.jumprelu_bandwidth
-        sae_in, pre = fast_inputs(self, x)
-        n = sae_in.shape[0]
-        theta = self.threshold
-        with torch.no_grad():         # (z − θ)/ε as the kernel computes it, so K ≠ 0 ⇒ kept
-            kept = kept_entries(pre, (pre - theta).div_(eps) > -0.5,
-                                sparse_max_density(pre.device, SPARSE_MAX_DENSITY))
-        if kept is None:                                       # dense, reusing `pre`
-            acts = _JumpReLU.apply(pre, theta, eps)
-            l0 = _Step.apply(pre, theta, eps).sum(-1).mean()
-            return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
-                                          lambda r, t: {"sparsity": coeff * l0}, acts=acts)
-        entries, pre_kept = kept
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        z = csr_pre(sae_in, self.W_enc, self.b_enc, b_dec, entries, pre_kept)
-        theta_at = theta.index_select(0, entries.cols)
-        values = _JumpReLU.apply(z, theta_at, eps)
-        recon = csr_decode(values, self.W_dec, entries) + self.b_dec
-        l0 = _Step.apply(z, theta_at, eps).sum() / n
-        return self._fast_step_output(x, recon, pre.detach(),
-                                      lambda r, t: {"sparsity": coeff * l0},
-                                      sparse=(entries.rows, entries.cols, values))
+    def _sparse_cutoff(self) -> float:
+        return SPARSE_MAX_DENSITY
+
+    def _kept_mask(self, pre: Tensor) -> Tensor:
+        # (z − θ)/ε as the kernel computes it, so K ≠ 0 ⇒ kept
+        return (pre - self.threshold).div_(self.cfg.jumprelu_bandwidth) > -0.5
+
+    def _dense_latents(self, pre: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        theta, eps = self.threshold, self.cfg.jumprelu_bandwidth
+        return _JumpReLU.apply(pre, theta, eps), _Step.apply(pre, theta, eps).sum(-1).mean()
+
+    def _kept_latents(self, z: Tensor, cols: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        theta_at, eps = self.threshold.index_select(0, cols), self.cfg.jumprelu_bandwidth
+        return _JumpReLU.apply(z, theta_at, eps), _Step.apply(z, theta_at, eps).sum() / n
 
     def _scale_latents(self, norms: Tensor) -> None:
         super()._scale_latents(norms)

@@ -40,15 +40,58 @@ def sparse_step_ok(sae: SAE, x: Tensor) -> bool:
             and not hooked(sae.hook_sae_acts_pre) and not hooked(sae.hook_sae_acts_post))
 
 
-def fast_inputs(sae: SAE, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(sae_in [n, d_in] with autograd to b_dec, pre [n, d_sae]) for the fast path; `pre`
-    back-propagates densely if the caller uses it (the fallback) and costs nothing if not."""
-    sae_in = sae.process_input(x).reshape(-1, sae.cfg.d_in)
-    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    return sae_in, encoder_pre(sae_in.detach(), sae.W_enc, sae.b_enc, b_dec)
+class PenalisedSAE(SAE):
+    """The fast training step the penalised architectures (ReLU, JumpReLU) share: the
+    pre-activations once, without a per-row product for b_dec's gradient (`encoder_pre`);
+    then, when few enough entries are kept (`_kept_mask`, at most `_sparse_cutoff()` of
+    them), CSR products over those entries, else dense, reusing the pre-activations. A
+    subclass says which entries it keeps and how its latents and sparsity term follow from
+    pre-activations, densely (`_dense_latents`) or at the kept entries (`_kept_latents`)."""
+
+    def _sparse_cutoff(self) -> float:
+        raise NotImplementedError
+
+    def _kept_mask(self, pre: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _dense_latents(self, pre: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """(latents [n, d_sae], sparsity term before its coefficient)."""
+        raise NotImplementedError
+
+    def _kept_latents(self, z: Tensor, cols: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """(latents at the kept entries [m], sparsity term) from their pre-activations `z`
+        and latent ids `cols`."""
+        raise NotImplementedError
+
+    def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
+                         sparsity_coefficient: float | None = None) -> TrainStepOutput:
+        if not sparse_step_ok(self, x):
+            return super().training_forward(x, dead_mask=dead_mask,
+                                            sparsity_coefficient=sparsity_coefficient)
+        coeff = self.cfg.sparsity_coefficient if sparsity_coefficient is None \
+            else sparsity_coefficient
+        sae_in = self.process_input(x).reshape(-1, self.cfg.d_in).detach()
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        pre = encoder_pre(sae_in, self.W_enc, self.b_enc, b_dec)   # b_dec's gradient via pre
+        n = pre.shape[0]
+        with torch.no_grad():
+            kept = kept_entries(pre, self._kept_mask(pre),
+                                sparse_max_density(pre.device, self._sparse_cutoff()))
+        if kept is None:                                       # dense, reusing `pre`
+            acts, sparsity = self._dense_latents(pre, n)
+            return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
+                                          lambda r, t: {"sparsity": coeff * sparsity},
+                                          acts=acts)
+        entries, pre_kept = kept
+        z = csr_pre(sae_in, self.W_enc, self.b_enc, b_dec, entries, pre_kept)
+        values, sparsity = self._kept_latents(z, entries.cols, n)
+        recon = csr_decode(values, self.W_dec, entries) + self.b_dec
+        return self._fast_step_output(x, recon, pre.detach(),
+                                      lambda r, t: {"sparsity": coeff * sparsity},
+                                      sparse=(entries.rows, entries.cols, values))
 
 
-class ReLUSAE(SAE):
+class ReLUSAE(PenalisedSAE):
     architecture = "relu"
     saelens_architecture = "standard"
 
@@ -63,28 +106,15 @@ class ReLUSAE(SAE):
         l1 = (enc.acts * self.W_dec_norms).sum(-1).mean()
         return {"sparsity": sparsity_coefficient * l1}
 
-    def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
-                         sparsity_coefficient: float | None = None) -> TrainStepOutput:
-        if not sparse_step_ok(self, x):
-            return super().training_forward(x, dead_mask=dead_mask,
-                                            sparsity_coefficient=sparsity_coefficient)
-        coeff = self.cfg.sparsity_coefficient if sparsity_coefficient is None \
-            else sparsity_coefficient
-        sae_in, pre = fast_inputs(self, x)
-        n = sae_in.shape[0]
-        with torch.no_grad():
-            kept = kept_entries(pre, pre > 0,
-                                sparse_max_density(pre.device, SPARSE_MAX_DENSITY))
-        if kept is None:                                       # dense, reusing `pre`
-            acts = torch.relu(pre)
-            l1 = acts.sum(0) @ self.W_dec_norms / n
-            return self._fast_step_output(x, acts @ self.W_dec + self.b_dec, pre,
-                                          lambda r, t: {"sparsity": coeff * l1}, acts=acts)
-        entries, pre_kept = kept
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        acts = csr_pre(sae_in, self.W_enc, self.b_enc, b_dec, entries, pre_kept)
-        recon = csr_decode(acts, self.W_dec, entries) + self.b_dec
-        l1 = acts @ self.W_dec_norms.index_select(0, entries.cols) / n
-        return self._fast_step_output(x, recon, pre.detach(),
-                                      lambda r, t: {"sparsity": coeff * l1},
-                                      sparse=(entries.rows, entries.cols, acts))
+    def _sparse_cutoff(self) -> float:
+        return SPARSE_MAX_DENSITY
+
+    def _kept_mask(self, pre: Tensor) -> Tensor:
+        return pre > 0
+
+    def _dense_latents(self, pre: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        acts = torch.relu(pre)
+        return acts, acts.sum(0) @ self.W_dec_norms / n
+
+    def _kept_latents(self, z: Tensor, cols: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        return z, z @ self.W_dec_norms.index_select(0, cols) / n

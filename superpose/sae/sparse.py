@@ -45,26 +45,20 @@ def bag_offsets(sorted_ids: Tensor, n_bags: int) -> Tensor:
 class _PreAt(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, sae_in: Tensor, W_enc: Tensor, b_enc: Tensor, rows: Tensor,
-                cols: Tensor, values: Tensor, order: Tensor | None,
-                by_col: tuple[Tensor, Tensor] | None) -> Tensor:
-        ctx.save_for_backward(sae_in, W_enc, rows, cols, order)
-        ctx.by_col = by_col
+                cols: Tensor, values: Tensor) -> Tensor:
+        ctx.save_for_backward(sae_in, W_enc, rows, cols)
         return values.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        sae_in, W_enc, rows, cols, order = ctx.saved_tensors
+        sae_in, W_enc, rows, cols = ctx.saved_tensors
         d_in, d_sae = W_enc.shape
         g = grad.to(W_enc.dtype)
         grad_in = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            if order is None:
-                order = cols.argsort()
-                rows_c, offsets = rows[order], bag_offsets(cols[order], d_sae)
-            else:
-                rows_c, offsets = ctx.by_col
-            grad_w = F.embedding_bag(rows_c, sae_in, offsets, mode="sum",
-                                     per_sample_weights=g.index_select(0, order)
+            order = cols.argsort()
+            grad_w = F.embedding_bag(rows[order], sae_in, bag_offsets(cols[order], d_sae),
+                                     mode="sum", per_sample_weights=g.index_select(0, order)
                                      ).T.contiguous()
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(d_sae, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
@@ -72,34 +66,15 @@ class _PreAt(torch.autograd.Function):
             grad_in = F.embedding_bag(cols, W_enc.T.contiguous(),
                                       bag_offsets(rows, sae_in.shape[0]), mode="sum",
                                       per_sample_weights=g)
-        return grad_in, grad_w, grad_b, None, None, None, None, None
-
-
-class ColOrder:
-    """The entries grouped by latent, computed once for `pre_at` and `decode_rows` (which
-    otherwise each sort on the backward pass): `order` sorts `cols` (stable), `rows` are the
-    rows in that order, `offsets` each latent's first position."""
-
-    def __init__(self, rows: Tensor, cols: Tensor, d_sae: int) -> None:
-        self.order = cols.to(torch.int32).argsort(stable=True)
-        self.rows = rows.index_select(0, self.order)
-        self.offsets = bag_offsets(cols.index_select(0, self.order), d_sae)
-
-
-def col_order(rows: Tensor, cols: Tensor, d_sae: int) -> ColOrder:
-    return ColOrder(rows, cols, d_sae)
+        return grad_in, grad_w, grad_b, None, None, None
 
 
 def pre_at(sae_in: Tensor, W_enc: Tensor, b_enc: Tensor, rows: Tensor, cols: Tensor,
-           values: Tensor, *, order: ColOrder | None = None) -> Tensor:
+           values: Tensor) -> Tensor:
     """`values` (= (sae_in @ W_enc + b_enc)[rows, cols], computed by the caller without
     autograd) with the gradients of that expression, computed sparsely. sae_in: [n, d_in];
-    rows, cols, values: [m] with `rows` sorted ascending; `order`: `col_order(rows, cols,
-    d_sae)` if the caller has it."""
-    if order is None:
-        return _PreAt.apply(sae_in, W_enc, b_enc, rows, cols, values, None, None)
-    return _PreAt.apply(sae_in, W_enc, b_enc, rows, cols, values, order.order,
-                        (order.rows, order.offsets))
+    rows, cols, values: [m] with `rows` sorted ascending."""
+    return _PreAt.apply(sae_in, W_enc, b_enc, rows, cols, values)
 
 
 class _DecoderGrad(torch.autograd.Function):
@@ -109,36 +84,29 @@ class _DecoderGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, W_dec: Tensor, values: Tensor, rows: Tensor, cols: Tensor,
-                n_rows: int, order: ColOrder | None) -> Tensor:
+                n_rows: int) -> Tensor:
         ctx.save_for_backward(values, rows, cols)
-        ctx.order = order
         ctx.d_sae = W_dec.shape[0]
         return W_dec.new_zeros(n_rows, W_dec.shape[1])
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         values, rows, cols = ctx.saved_tensors
-        if ctx.order is None:
-            order = cols.argsort()
-            grad_w = F.embedding_bag(rows[order], grad, bag_offsets(cols[order], ctx.d_sae),
-                                     mode="sum", per_sample_weights=values[order])
-        else:
-            by = ctx.order
-            grad_w = F.embedding_bag(by.rows, grad, by.offsets, mode="sum",
-                                     per_sample_weights=values.index_select(0, by.order))
-        return grad_w, None, None, None, None, None
+        order = cols.argsort()
+        grad_w = F.embedding_bag(rows[order], grad, bag_offsets(cols[order], ctx.d_sae),
+                                 mode="sum", per_sample_weights=values[order])
+        return grad_w, None, None, None, None
 
 
-def decode_rows(values: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor, n_rows: int, *,
-                order: ColOrder | None = None) -> Tensor:
+def decode_rows(values: Tensor, rows: Tensor, cols: Tensor, W_dec: Tensor, n_rows: int
+                ) -> Tensor:
     """Σ_j values·W_dec[j] per row for entries (rows sorted ascending): [n_rows, d_in].
-    The values' gradient comes from embedding_bag itself, the decoder's from `_DecoderGrad`;
-    `order`: `col_order(rows, cols, d_sae)` if the caller has it."""
+    The values' gradient comes from embedding_bag itself, the decoder's from `_DecoderGrad`."""
     values = values.to(W_dec.dtype)
     out = F.embedding_bag(cols, W_dec.detach(), bag_offsets(rows, n_rows), mode="sum",
                           per_sample_weights=values)
     if W_dec.requires_grad and torch.is_grad_enabled():
-        out = out + _DecoderGrad.apply(W_dec, values.detach(), rows, cols, n_rows, order)
+        out = out + _DecoderGrad.apply(W_dec, values.detach(), rows, cols, n_rows)
     return out
 
 
@@ -194,19 +162,6 @@ def encoder_pre(sae_in: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | No
     """[n, d_sae] pre-activations of the [n, d_in] `sae_in` (detached; = x_s − b_dec when b_dec
     is given, which then gets its gradient through the result)."""
     return _EncoderLinear.apply(sae_in, W_enc, b_enc, b_dec)
-
-
-def entries(pre: Tensor, mask: Tensor, max_density: float
-            ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """(rows, cols, pre[rows, cols]) of the True entries of a [n, d_sae] mask, rows ascending,
-    or None when more than `max_density` of the entries are True (then the dense path is
-    cheaper; counted before any index list is built)."""
-    if int(mask.sum()) > max_density * mask.numel():
-        return None
-    flat = mask.reshape(-1).nonzero().squeeze(1)
-    d_sae = mask.shape[1]
-    rows = flat.div(d_sae, rounding_mode="floor")
-    return rows, flat - rows * d_sae, pre.reshape(-1).index_select(0, flat)
 
 
 # ------------------------------------------------------------------------------ CSR kernels
