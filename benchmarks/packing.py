@@ -7,6 +7,9 @@
    (the run's own random starting point: Gaussian rows, normalised), the wall and CPU time,
    seconds per step, the peak memory and the time curve (coherence at logged steps). Goal for
    (10000, 100): <= 1.25 x the Levenshtein bound 0.1400 (random vectors sit near 0.52).
+3. A yardstick (--gold, default m = 5): the Gold code's 4^m lines in R^(2^m - 1)
+   (`packing.gold_lines`, an algebraic packing near Levenshtein's bound) against pack() at
+   the same size. m = 7 is 16384 x 127, the n ~ d^2 regime of the 10000 x 100 case.
 
 Each large case runs in its own subprocess so its peak RSS (ru_maxrss) is its own; we also
 print the RSS just before `pack`, so the difference is what `pack` itself used (on CUDA:
@@ -16,6 +19,7 @@ Run:  python benchmarks/packing.py                    (small table + 1000x50 + 1
       python benchmarks/packing.py --cases 1000x50    (a quicker run)
       python benchmarks/packing.py --skip-small --cases 10000x100 --steps 300
       python benchmarks/packing.py --skip-small --cases 100000x1000 --steps 0
+      python benchmarks/packing.py --skip-small --cases "" --gold 5,7 --steps 200
           (on one CPU core a step at 100000x1000 costs ~20 min: steps=0 measures the random
           start and the exact statistics, ~12 min; the optimisation itself is a GPU case)
 """
@@ -35,7 +39,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from superpose import packing  # noqa: E402
+from superpose import geometry, packing  # noqa: E402
 
 DEFAULT_STEPS = {1000: 1000, 10_000: 200, 100_000: 0}
 
@@ -77,6 +81,24 @@ def one_case(n: int, d: int, steps: int, device: str | None) -> dict:
                 history_seconds=r.history_seconds)
 
 
+def gold_yardstick(ms: list[int], steps: int | None, device: str) -> None:
+    print("yardstick: the Gold code (gold_lines(m)) vs pack() of the same size, over the best "
+          "lower bound")
+    print(f"{'m':>2} {'n':>6} {'d':>4} {'bound':>18} {'Gold':>7} {'ratio':>6} {'pack':>7} "
+          f"{'ratio':>6} {'steps':>5} {'pack wall':>9}")
+    for m in ms:
+        G = packing.gold_lines(m).to(device)
+        n, d = G.shape
+        b = packing.bounds(n, d)
+        mu = float(geometry.coherence(G))
+        k = steps if steps is not None else (1000 if n <= 2048 else 200)
+        r = packing.pack(n, d, steps=k, device=device, progress=False)
+        print(f"{m:>2} {n:>6} {d:>4} {b.best:>7.4f} {b.best_name:>10} {mu:>7.4f} "
+              f"{mu / b.best:>6.3f} {r.coherence:>7.4f} {r.ratio:>6.3f} {k:>5} "
+              f"{r.seconds:>8.1f}s", flush=True)
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="1000x50,10000x100", help="comma-separated NxD")
@@ -86,6 +108,8 @@ def main() -> None:
     ap.add_argument("--skip-small", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--gold", default="5", help="comma-separated odd m for the Gold yardstick "
+                    "(3, 5, 7, 9; '' to skip); pack() gets --steps or 1000 / 200 steps")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)   # subprocess entry point
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,9 +121,13 @@ def main() -> None:
 
     if not args.skip_small:
         small_table(args.small_steps)
+    if args.gold:
+        gold_yardstick([int(m) for m in args.gold.split(",")], args.steps, args.device)
     cases = [tuple(map(int, c.split("x"))) for c in args.cases.split(",") if c]
     if args.large:
         cases.append((100_000, 1000))
+    if not cases:
+        return
     print(f"{'n':>6} {'d':>5} {'steps':>5} {'achieved':>9} {'bound':>18} {'ratio':>6} "
           f"{'random':>7} {'rand/bd':>7} {'dev°':>6} {'wall':>8} {'cpu':>8} {'cpu/step':>8} "
           f"{'peak RSS (pack)':>16}")

@@ -153,6 +153,28 @@ def test_warm_start_from_a_tensor():
     assert more.coherence <= r.coherence + 1e-12
 
 
+@pytest.mark.parametrize("m", [3, 5])
+def test_gold_lines_have_the_three_inner_products_of_the_gold_code(m):
+    G = packing.gold_lines(m, dtype=torch.float64)
+    N = 2**m - 1
+    assert G.shape == (4**m, N)
+    torch.testing.assert_close(G.norm(dim=1), torch.ones(4**m, dtype=torch.float64))
+    ip = torch.round(G @ G.T * N).long()             # N·cos is an integer for ±1 codewords
+    off = ip[~torch.eye(4**m, dtype=torch.bool)]
+    r = 2 ** ((m + 1) // 2)
+    assert set(off.unique().tolist()) == {-1, -1 - r, -1 + r}   # Gold's three correlations
+    assert geometry.coherence(G) == pytest.approx((1 + r) / N, abs=1e-12)
+
+
+def test_gold_lines_m7_is_within_7_percent_of_levenshtein():
+    G = packing.gold_lines(7)
+    b = packing.bounds(*G.shape)
+    assert b.best_name == "levenshtein"
+    mu = float(geometry.coherence(G))
+    assert mu == pytest.approx(17 / 127, rel=1e-6)
+    assert 1.0 < mu / b.best < 1.075
+
+
 def test_initialisations():
     r = packing.pack(4, 6, steps=100, progress=False)          # n <= d: orthonormal, exact 0
     assert r.coherence == pytest.approx(0.0, abs=1e-12) and r.max_deviation_deg < 1e-6
@@ -225,6 +247,11 @@ def test_bad_input(user_errors):
     with pytest.raises(ValueError, match=r"init tensor must have shape \[n, d\] = \[5, 3\], "
                        r"got \[5, 4\]"):
         packing.pack(5, 3, init=torch.randn(5, 4))
+    for m in (4, 11, 7.0, True):
+        with pytest.raises(ValueError, match="m must be an odd integer in \\[3, 5, 7, 9\\]"):
+            packing.gold_lines(m)
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        packing.gold_lines(3, dtype=torch.float16)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -118,6 +118,7 @@ def test_geometry_claims_quick(tmp_path, monkeypatch):
         cfg = quick(q, seed)
         cfg["a"]["n_random"] = 600
         cfg["b"]["pack_steps"] = 100
+        cfg["b"]["gold_pack_steps"] = 60
         cfg["d"]["measured_dims"] = {"30": [4, 16], "10": [16]}
         cfg["e"]["toy"]["steps"] = 200
         cfg["e"]["sae"]["steps"] = 100
@@ -134,6 +135,10 @@ def test_geometry_claims_quick(tmp_path, monkeypatch):
     b = c["b"]
     assert b["optimised"]["coherence"] >= b["bounds"]["best"] - 1e-9     # the bound holds
     assert b["optimised"]["coherence"] < b["random"]["coherence"]
+    g = b["structured"]
+    assert (g["n"], g["d"]) == (1024, 31)
+    assert g["gold"]["coherence"] == pytest.approx(9 / 31, rel=1e-6)
+    assert 1.0 < g["gold"]["ratio_to_bound"] < g["pack"]["ratio_to_bound"]
     assert c["c"]["verdict"] == "false"
     row = next(r for r in c["c"]["table"] if r["d"] == 1000 and r["min_angle_deg"] == 90.0)
     assert row["log10_formula_log2"] == pytest.approx(500 * math.log10(2))
