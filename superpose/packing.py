@@ -257,11 +257,12 @@ def gold_lines(m: int, dtype: torch.dtype = torch.float32) -> Float[Tensor, "n d
     The ±1 codewords of the Gold code (the dual of the double-error-correcting binary BCH code,
     Gold 1967): an m-sequence s, its decimation t(i) = s(3i), all their cyclic shifts and every
     XOR of a shift of s with a shift of t. Its nonzero weights are 2^(m−1) and
-    2^(m−1) ± 2^((m−1)/2), so every pair of the 4^m lines has |cos| ∈ {1, 1 ± 2^((m+1)/2)} / N.
+    2^(m−1) ± 2^((m−1)/2), so every pair of the 4^m lines has N·|cos| ∈ {1, 2^((m+1)/2) ± 1}.
     That is a known algebraic packing close to Levenshtein's bound (ratio 1.16 at m = 5,
-    1.07 at m = 7, 1.03 at m = 9), far closer than `pack` gets from random starts at the same
-    size (1.28× at m = 5): a yardstick for what the optimizer leaves on the table, and a
-    structured start (`pack(init=...)` after selecting rows or coordinates).
+    1.07 at m = 7, 1.03 at m = 9; m = 3 is small enough for `pack` to beat it), far closer
+    than `pack` gets from random starts at the same size (1.28× at m = 5): a yardstick for
+    what the optimizer leaves on the table, and a structured start (`pack(init=...)` after
+    selecting rows or coordinates).
 
     m: odd, 3 ≤ m ≤ 9 (64 × 7 … 262,144 × 511; m = 9 is 536 MB in float32).
     """
