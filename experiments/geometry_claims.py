@@ -186,7 +186,7 @@ def _structured_yardstick(cfg: dict[str, Any], seed: int, device: torch.device, 
                   f"{mu / b.best:.2f}× the {b.best_name} bound, pack() {res.coherence:.4f} "
                   f"({res.ratio:.2f}×) in {cfg['gold_pack_steps']} steps, so near-bound "
                   f"packings exist where algebra provides them and gradient descent from "
-                  f"random starts stops well short of them")
+                  f"random starts stops short of them")
     return out
 
 
