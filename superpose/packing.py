@@ -476,6 +476,13 @@ def pack(n: int, d: int, *, steps: int = 2000, lr: float | int | None = None,
     CPU core at (10000, 100), but ~20 min at (100000, 1000) — a GPU case (steps=0 still
     measures the random start and its exact statistics, one half-Gram pass).
 
+    What to expect: the small known cases (d ≤ 10) to within 0.03%; larger ones settle on a
+    plateau that does not depend on the seed (20 seeds at 276 × 23, optimum 0.2: 0.2861 to
+    0.2868), 1.2–1.65× above `bounds(n, d).best` and rising with d (1.24× at 400 × 20, 1.43×
+    at 276 × 23, 1.59× at 10000 × 100, 1.65× at 16384 × 127, where `gold_lines(7)` sits at
+    1.07×). Longer runs and other schedules move it by a few percent; a structured warm start
+    (`init=`) by a few more.
+
     init: 'auto' | 'random' | 'orthonormal' | 'orthoplex' (see `initial_vectors`), or an
         [n, d] tensor to start from (a warm start; rows are normalised).
     lr: Adam step per coordinate; default 0.3 / d (small moves relative to a unit vector).
