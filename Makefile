@@ -10,6 +10,11 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test lint bench bench-sae clean-venv
 
+# sae-lens needs transformer-lens < 4, so it gets its own environment (.venv-saelens, gitignored),
+# torch pinned first as above. Used by the interop test tier and by the SAE benchmark.
+SAELENS_VENV := .venv-saelens
+SAELENS_STAMP := $(SAELENS_VENV)/.installed
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
@@ -19,8 +24,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) experiments/tour.py --quick
 
-test: $(STAMP)
+# Two tiers: the suite on transformer-lens 4.x (.venv), then the interop tier against the real
+# sae-lens and transformer-lens 3.9 (.venv-saelens): tests/interop/ plus the TransformerLens
+# parity tests, which must hold on both major versions.
+INTEROP := tests/interop tests/test_tl_hooks.py tests/test_tl_activation_cache.py tests/test_gpt_tl.py
+test: $(STAMP) $(SAELENS_STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(SAELENS_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q $(INTEROP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check superpose experiments benchmarks tests
@@ -28,15 +38,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/toy_speed.py
 
-# SAE speed/quality against SAELens's own trainer. sae-lens needs transformer-lens < 4, so it
-# gets its own environment (.venv-saelens, gitignored), torch pinned first as above.
-SAELENS_VENV := .venv-saelens
-SAELENS_STAMP := $(SAELENS_VENV)/.installed
 $(SAELENS_STAMP): pyproject.toml
 	test -x $(SAELENS_VENV)/bin/python || $(PYTHON) -m venv $(SAELENS_VENV)
 	$(SAELENS_VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(SAELENS_VENV)/bin/pip install --quiet --disable-pip-version-check "sae-lens" \
-		"transformer-lens<4" -e .
+	$(SAELENS_VENV)/bin/pip install --quiet --disable-pip-version-check "sae-lens==6.54.12" \
+		"transformer-lens==3.9.0" -e ".[dev]"
 	touch $(SAELENS_STAMP)
 
 bench-sae: $(SAELENS_STAMP)

@@ -35,6 +35,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from superpose import _validate as v
+from superpose.hooks import is_hooked
 from superpose.sae.config import SAEConfig
 
 
@@ -346,6 +347,7 @@ def dense_from_sparse(values: Tensor, indices: Tensor, width: int) -> Tensor:
 
 
 def hooked(point: HookPoint) -> bool:
-    """Whether any forward hook is attached (then the dense tensor must exist for it)."""
-    return len(point._forward_hooks) > 0
+    """Whether any hook of any direction is attached (then the dense tensor must exist for it,
+    and a backward hook must see its gradient): `superpose.hooks.is_hooked`."""
+    return is_hooked(point)
 

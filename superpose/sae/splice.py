@@ -35,7 +35,6 @@ and gradients reach the model input through the latents (the error term carries 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import math
@@ -50,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from superpose import _validate as v
+from superpose import hooks
 from superpose.sae.base import SAE
 from superpose.sae.evaluation import loss_recovered
 
@@ -158,21 +158,13 @@ def capture(model: nn.Module, hook_name: str, tokens: Int[Tensor, "batch pos"]) 
 
 # ---- the splice hook -------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _own_hooks_off(sae: SAE) -> Iterator[None]:
+def _own_hooks_off(sae: SAE) -> contextlib.AbstractContextManager[None]:
     """Run the SAE with none of its own HookPoint hooks (for the clean reconstruction)."""
-    saved = [(hp, hp._forward_hooks) for hp in sae.hook_dict.values()]
-    try:
-        for hp, _ in saved:
-            hp._forward_hooks = collections.OrderedDict()
-        yield
-    finally:
-        for hp, hooks in saved:
-            hp._forward_hooks = hooks
+    return hooks.suspended(sae.hook_dict.values())
 
 
 def _has_own_hooks(sae: SAE) -> bool:
-    return any(len(hp._forward_hooks) for hp in sae.hook_dict.values())
+    return hooks.any_hooked(sae.hook_dict.values())
 
 
 def splice_hook(sae: SAE, hook_name: str = "activation", *, scale: float | None = None,
@@ -259,8 +251,8 @@ def _recovered(clean: float, sae_loss: float, ablated: float) -> float:
         return float("nan")
 
 
-def _logits(model: nn.Module, tokens: Tensor, hooks: list[tuple[str, HookFn]]) -> Tensor:
-    out = model.run_with_hooks(tokens, fwd_hooks=hooks)
+def _logits(model: nn.Module, tokens: Tensor, fwd_hooks: list[tuple[str, HookFn]]) -> Tensor:
+    out = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
     if not isinstance(out, Tensor) or out.ndim != 3 or out.shape[:2] != tokens.shape:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model(tokens) must return logits [batch, pos, d_vocab] for tokens "

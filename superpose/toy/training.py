@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from superpose import _validate as v
+from superpose import hooks
 from superpose.toy.config import TrainConfig, TrainResult
 from superpose.toy.data import generate_batch, make_generator
 from superpose.toy.model import ToyModel
@@ -76,7 +77,7 @@ def _make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
 
 
 def _has_hooks(model: ToyModel) -> bool:
-    return any(len(hp._forward_hooks) or len(hp._backward_hooks) for hp in model.hook_dict.values())
+    return hooks.any_hooked(model.hook_dict.values())
 
 
 class _AnalyticStep:

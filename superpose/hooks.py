@@ -1,0 +1,71 @@
+"""The one hook core: "is anything listening here?" for every model, the SAEs and the splice.
+
+Fast paths (the GPT's fused attention and LayerNorm, the SAEs' sparse training steps, the toy
+models' closed-form gradient) skip tensors that nobody reads. They are only correct when no
+hook of *any* direction is attached: a forward hook reads or replaces the value, a forward
+pre-hook sees the input, a backward hook (TransformerLens's ``dir="bwd"``) reads its gradient.
+`is_hooked` is the single test all of them use, so a hook of any kind always switches a
+module to its explicit path.
+
+It reads torch's hook dicts (an O(1) check; ``nn.Module`` keeps no public accessor for them)
+and the process-wide hooks of ``torch.nn.modules.module.register_module_*_hook``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Iterable, Iterator
+
+from torch import Tensor, nn
+from torch.nn.modules import module as _module
+from transformer_lens.hook_points import HookPoint
+
+_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+           "_global_backward_pre_hooks")
+
+
+def _global_hooks() -> bool:
+    return any(getattr(_module, name, None) for name in _GLOBAL)
+
+
+def is_hooked(point: nn.Module) -> bool:
+    """True when a forward, forward-pre, backward or backward-pre hook is attached to `point`
+    (or a process-wide module hook is registered)."""
+    return bool(point._forward_hooks or point._forward_pre_hooks or point._backward_hooks
+                or point._backward_pre_hooks) or _global_hooks()
+
+
+def any_hooked(points: nn.Module | Iterable[nn.Module]) -> bool:
+    """`is_hooked` over every HookPoint of a HookedRootModule (or an iterable of modules)."""
+    if isinstance(points, nn.Module):
+        points = [m for m in points.modules() if isinstance(m, HookPoint)]
+    return any(is_hooked(p) for p in points)
+
+
+class FastHookPoint(HookPoint):
+    """A TransformerLens HookPoint that returns its input without ``nn.Module``'s call machinery
+    when no hook of any direction is attached (every training step): ~1.5 µs saved per hook per
+    forward. With a hook attached it is exactly TL's HookPoint."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return super().__call__(x) if is_hooked(self) else x
+
+
+@contextlib.contextmanager
+def suspended(points: nn.Module | Iterable[nn.Module]) -> Iterator[None]:
+    """Run with every hook (all four directions) of `points` detached, then put them back in
+    their order. `points`: a HookedRootModule (all its HookPoints) or modules."""
+    if isinstance(points, nn.Module):
+        points = [m for m in points.modules() if isinstance(m, HookPoint)]
+    saved = [(p, {name: getattr(p, name) for name in _DICTS}) for p in points]
+    try:
+        for p, _ in saved:
+            for name in _DICTS:
+                setattr(p, name, collections.OrderedDict())
+        yield
+    finally:
+        for p, dicts in saved:
+            for name, d in dicts.items():
+                setattr(p, name, d)
