@@ -67,6 +67,11 @@ def test_config_errors_name_field_value_and_fix(kw, message):
 
 # ---- hook points -----------------------------------------------------------------------------
 
+# Hook points that exist (as on a HookedTransformer) but fire only when switched on.
+SWITCHED = ("attn.hook_result", "hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input",
+            "hook_mlp_in")
+
+
 def expected_hooks(cfg):
     names = ["hook_embed"]
     if cfg.positional in ("learned", "sinusoidal"):
@@ -79,13 +84,15 @@ def expected_hooks(cfg):
         if cfg.positional == "rotary":
             attn += ["hook_rot_q", "hook_rot_k"]
         names += [b + "attn." + h for h in attn] + [b + "hook_attn_out"]
+        names += [b + "attn.hook_result", b + "hook_attn_in", b + "hook_q_input",
+                  b + "hook_k_input", b + "hook_v_input"]
         if not cfg.attn_only:
             names += [b + "hook_resid_mid", *(b + "ln2." + h for h in ln), b + "mlp.hook_pre",
-                      b + "mlp.hook_post", b + "hook_mlp_out"]
+                      b + "mlp.hook_post", b + "hook_mlp_out", b + "hook_mlp_in"]
         names.append(b + "hook_resid_post")
     if cfg.norm == "pre":
         names += ["ln_final." + h for h in ln]
-    return names
+    return names + ["unembed.hook_in", "unembed.hook_out"]
 
 
 @pytest.mark.parametrize("positional, norm, attn_only",
@@ -95,12 +102,13 @@ def test_every_hook_point_is_present_with_tl_shapes(positional, norm, attn_only)
     assert sorted(m.hook_names()) == sorted(expected_hooks(m.cfg))
     t = toks(3, 10)
     logits, cache = m.run_with_cache(t)
-    assert set(cache.keys()) == set(m.hook_dict)
+    assert set(cache.keys()) == {n for n in m.hook_dict if not n.endswith(SWITCHED)}
     assert logits.shape == (3, 10, V)
     shapes = {"hook_q": (3, 10, 2, 8), "hook_k": (3, 10, 2, 8), "hook_v": (3, 10, 2, 8),
               "hook_z": (3, 10, 2, 8), "hook_rot_q": (3, 10, 2, 8), "hook_rot_k": (3, 10, 2, 8),
               "hook_attn_scores": (3, 2, 10, 10), "hook_pattern": (3, 2, 10, 10),
-              "hook_pre": (3, 10, 24), "hook_post": (3, 10, 24), "hook_scale": (3, 10, 1)}
+              "hook_pre": (3, 10, 24), "hook_post": (3, 10, 24), "hook_scale": (3, 10, 1),
+              "hook_out": (3, 10, V)}
     for name, act in cache.items():
         want = shapes.get(name.rsplit(".", 1)[-1], (3, 10, 16))
         assert tuple(act.shape) == want, name

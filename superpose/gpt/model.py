@@ -43,6 +43,7 @@ the LN scale for attribution) LayerNorm is computed by hand so the hooked scale 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -51,26 +52,12 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, HookedRootModule
-from transformer_lens.hook_points import HookPoint
+from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 
 from superpose import _validate as v
 from superpose import runs
+from superpose.hooks import FastHookPoint, is_hooked
 from superpose.gpt.config import GPTConfig
-
-
-def _hooked(hp: HookPoint) -> bool:
-    """True when a forward or backward hook is attached (reads torch's hook dicts: O(1))."""
-    return bool(hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks)
-
-
-class _HookPoint(HookPoint):
-    """A TransformerLens HookPoint that returns its input without nn.Module's call machinery
-    when nothing is attached (every training step): ~1.5 µs saved per hook per forward. With a
-    hook attached it is exactly TL's HookPoint. (Global nn.Module hooks are not consulted.)"""
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return super().__call__(x) if _hooked(self) else x
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -78,24 +65,25 @@ def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with TL's hooks: hook_scale [batch pos 1], hook_normalized (after w, b)."""
+    """LayerNorm with TL's hooks and TL's meaning: hook_scale [batch pos 1] is
+    sqrt(var + eps) and hook_normalized is (x - mean) / scale, *before* the learned w and b.
+    Works on [batch pos d_model] and on per-head inputs [batch pos head d_model]."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.eps = cfg.ln_eps
         self.w = nn.Parameter(torch.ones(cfg.d_model))
         self.b = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_scale = _HookPoint()       # [batch pos 1]
-        self.hook_normalized = _HookPoint()  # [batch pos d_model]
+        self.hook_scale = FastHookPoint()       # [batch pos 1]
+        self.hook_normalized = FastHookPoint()  # [batch pos d_model]
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        if _hooked(self.hook_scale):
+    def forward(self, x: Float[Tensor, "batch pos *head d_model"]
+                ) -> Float[Tensor, "batch pos *head d_model"]:
+        if is_hooked(self.hook_scale) or is_hooked(self.hook_normalized):
             x = x - x.mean(-1, keepdim=True)
             scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-            out = x / scale * self.w + self.b
-        else:
-            out = F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
-        return self.hook_normalized(out)
+            return self.hook_normalized(x / scale) * self.w + self.b
+        return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
 
 
 def _rotary_tables(cfg: GPTConfig) -> tuple[Tensor, Tensor]:
@@ -133,14 +121,16 @@ class Attention(nn.Module):
             cos, sin = _rotary_tables(cfg)
             self.register_buffer("rot_cos", cos, persistent=False)
             self.register_buffer("rot_sin", sin, persistent=False)
-            self.hook_rot_q = _HookPoint()
-            self.hook_rot_k = _HookPoint()
-        self.hook_q = _HookPoint()            # [batch pos head d_head]
-        self.hook_k = _HookPoint()
-        self.hook_v = _HookPoint()
-        self.hook_attn_scores = _HookPoint()  # [batch head query_pos key_pos]
-        self.hook_pattern = _HookPoint()
-        self.hook_z = _HookPoint()            # [batch pos head d_head]
+        self.hook_k = FastHookPoint()            # [batch pos head d_head]
+        self.hook_q = FastHookPoint()
+        self.hook_v = FastHookPoint()
+        self.hook_z = FastHookPoint()            # [batch pos head d_head]
+        self.hook_attn_scores = FastHookPoint()  # [batch head query_pos key_pos]
+        self.hook_pattern = FastHookPoint()
+        self.hook_result = FastHookPoint()       # [batch pos head d_model] (use_attn_result)
+        if cfg.positional == "rotary":
+            self.hook_rot_k = FastHookPoint()
+            self.hook_rot_q = FastHookPoint()
 
     # TransformerLens-layout views of the fused weight: [head, d_model, d_head] and [head, d_head].
     W_Q = property(lambda self: self.W_QKV[0].transpose(-1, -2))
@@ -150,23 +140,46 @@ class Attention(nn.Module):
     b_K = property(lambda self: self.b_QKV[1])
     b_V = property(lambda self: self.b_QKV[2])
 
+    @property
+    def QK(self) -> FactoredMatrix:
+        """W_Q W_Kᵀ per head as a TL FactoredMatrix [head, d_model, d_model]."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """W_V W_O per head as a TL FactoredMatrix [head, d_model, d_model]."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
     def _rotate(self, x: Tensor) -> Tensor:
         p, half = x.shape[1], x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * self.rot_cos[:p, None, :] + rotated * self.rot_sin[:p, None, :]
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def _project(self, x: Tensor, i: int) -> Tensor:
+        """Per-head input [batch pos head d_model] through head i of q|k|v (TL's split path)."""
+        return torch.einsum("bphd,hed->bphe", x, self.W_QKV[i]) + self.b_QKV[i]
+
+    def forward(self, query_input: Float[Tensor, "batch pos *head d_model"],
+                key_input: Float[Tensor, "batch pos *head d_model"] | None = None,
+                value_input: Float[Tensor, "batch pos *head d_model"] | None = None,
+                ) -> Float[Tensor, "batch pos d_model"]:
+        """One input [batch pos d_model] (the fused path), or TL's three per-head inputs
+        [batch pos head d_model] (use_split_qkv_input / use_attn_in)."""
         cfg = self.cfg
-        b, p, _ = x.shape
-        qkv = F.linear(x, self.W_QKV.view(-1, cfg.d_model), self.b_QKV.view(-1))
-        q, k, val = qkv.view(b, p, 3, cfg.n_heads, cfg.d_head).unbind(2)
+        b, p = query_input.shape[:2]
+        if key_input is None:
+            qkv = F.linear(query_input, self.W_QKV.view(-1, cfg.d_model), self.b_QKV.view(-1))
+            q, k, val = qkv.view(b, p, 3, cfg.n_heads, cfg.d_head).unbind(2)
+        else:
+            q, k, val = (self._project(x, i) for i, x in
+                         enumerate((query_input, key_input, value_input)))
         q, k, val = self.hook_q(q), self.hook_k(k), self.hook_v(val)
         if cfg.positional == "rotary":
             q, k = self.hook_rot_q(self._rotate(q)), self.hook_rot_k(self._rotate(k))
         # [batch head pos d_head] for the matmuls; views, no copies.
         q, k, val = q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2)
         p_drop = cfg.dropout if self.training else 0.0
-        if _hooked(self.hook_attn_scores) or _hooked(self.hook_pattern):
+        if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(cfg.d_head)
             scores = self.hook_attn_scores(scores.masked_fill(self.mask[:p, :p], float("-inf")))
             pattern = self.hook_pattern(scores.softmax(dim=-1))
@@ -174,6 +187,9 @@ class Attention(nn.Module):
         else:
             z = F.scaled_dot_product_attention(q, k, val, dropout_p=p_drop, is_causal=True)
         z = self.hook_z(z.transpose(1, 2))
+        if cfg.use_attn_result:
+            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
+            return result.sum(-2) + self.b_O
         return F.linear(z.reshape(b, p, -1), self.W_O.view(-1, cfg.d_model).T, self.b_O)
 
 
@@ -185,8 +201,8 @@ class MLP(nn.Module):
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
         self.act = F.gelu if cfg.act == "gelu" else F.relu
-        self.hook_pre = _HookPoint()   # [batch pos d_mlp]
-        self.hook_post = _HookPoint()  # [batch pos d_mlp]
+        self.hook_pre = FastHookPoint()   # [batch pos d_mlp]
+        self.hook_post = FastHookPoint()  # [batch pos d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
@@ -198,34 +214,83 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.hook_resid_pre = _HookPoint()
         if cfg.norm != "none":
             self.ln1 = LayerNorm(cfg)
-        self.attn = Attention(cfg)
-        self.hook_attn_out = _HookPoint()
-        if not cfg.attn_only:
-            self.hook_resid_mid = _HookPoint()
-            if cfg.norm != "none":
+            if not cfg.attn_only:
                 self.ln2 = LayerNorm(cfg)
+        self.attn = Attention(cfg)
+        if not cfg.attn_only:
             self.mlp = MLP(cfg)
-            self.hook_mlp_out = _HookPoint()
-        self.hook_resid_post = _HookPoint()
+        # TL's block hooks; the four per-head input hooks and hook_mlp_in fire only when the
+        # model's set_use_attn_in / set_use_split_qkv_input / set_use_hook_mlp_in turn them on.
+        self.hook_attn_in = FastHookPoint()   # [batch pos head d_model]
+        self.hook_q_input = FastHookPoint()   # [batch pos head d_model]
+        self.hook_k_input = FastHookPoint()
+        self.hook_v_input = FastHookPoint()
+        if not cfg.attn_only:
+            self.hook_mlp_in = FastHookPoint()    # [batch pos d_model]
+        self.hook_attn_out = FastHookPoint()
+        if not cfg.attn_only:
+            self.hook_mlp_out = FastHookPoint()
+        self.hook_resid_pre = FastHookPoint()
+        if not cfg.attn_only:
+            self.hook_resid_mid = FastHookPoint()
+        self.hook_resid_post = FastHookPoint()
+
+    def _attention(self, x: Tensor) -> Tensor:
+        cfg = self.cfg
+        ln = self.ln1 if cfg.norm == "pre" else (lambda t: t)
+        if not (cfg.use_attn_in or cfg.use_split_qkv_input):
+            return self.attn(ln(x))
+        heads = x[:, :, None, :].expand(-1, -1, cfg.n_heads, -1)
+        if cfg.use_split_qkv_input:    # as TL: split inputs come from resid_pre, not attn_in
+            qkv = (self.hook_q_input(heads.clone()), self.hook_k_input(heads.clone()),
+                   self.hook_v_input(heads.clone()))
+        else:
+            attn_in = self.hook_attn_in(heads.clone())
+            qkv = (attn_in, attn_in, attn_in)
+        return self.attn(*(ln(t) for t in qkv))
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         cfg, p_drop = self.cfg, self.cfg.dropout
         pre_ln, post_ln = cfg.norm == "pre", cfg.norm == "post"
         x = self.hook_resid_pre(x)
-        attn_out = self.attn(self.ln1(x) if pre_ln else x)
+        attn_out = self._attention(x)
         x = x + self.hook_attn_out(_dropout(attn_out, p_drop, self.training))
         if post_ln:
             x = self.ln1(x)
         if not cfg.attn_only:
             x = self.hook_resid_mid(x)
-            mlp_out = self.mlp(self.ln2(x) if pre_ln else x)
+            mlp_in = self.hook_mlp_in(x.clone()) if cfg.use_hook_mlp_in else x
+            mlp_out = self.mlp(self.ln2(mlp_in) if pre_ln else mlp_in)
             x = x + self.hook_mlp_out(_dropout(mlp_out, p_drop, self.training))
             if post_ln:
                 x = self.ln2(x)
         return self.hook_resid_post(x)
+
+
+class Unembed(nn.Module):
+    """TL's `unembed`: hook_in (the final residual, after ln_final) and hook_out (the logits)
+    around `x @ W_U + b_U`. The weights stay the model's own `W_U` / `b_U` (read through a
+    back-reference, so this module has no parameters and the state dict is unchanged)."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        object.__setattr__(self, "_model", model)   # not a submodule: no cycle in modules()
+        self.hook_in = FastHookPoint()    # [batch pos d_model]
+        self.hook_out = FastHookPoint()   # [batch pos d_vocab]
+
+    @property
+    def W_U(self) -> Tensor:
+        return self._model.W_U
+
+    @property
+    def b_U(self) -> Tensor:
+        return self._model.b_U
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+        x = self.hook_in(x)
+        return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
 
 
 class GPT(HookedRootModule):
@@ -237,30 +302,49 @@ class GPT(HookedRootModule):
     [head, d_head, d_model], mlp.W_in [d_model, d_mlp], mlp.W_out [d_mlp, d_model], ln.w / ln.b.
     """
 
-    def __init__(self, cfg: GPTConfig, *, device: torch.device | str | None = None) -> None:
+    def __init__(self, cfg: GPTConfig, *, device: torch.device | str | None = None,
+                 tokenizer: Any = None) -> None:
         super().__init__()
         if not isinstance(cfg, GPTConfig):
             raise TypeError(f"GPT takes a GPTConfig, got {type(cfg).__name__}")
+        # A private copy: TL's runtime switches (set_use_attn_result, ...) and the device are
+        # set on it, and must not leak into another model built from the same config.
+        cfg = dataclasses.replace(cfg)
         self.cfg = cfg
+        self.tokenizer = tokenizer
         dev = v.resolve_device(device)
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
-        self.hook_embed = _HookPoint()          # [batch pos d_model]
+        self.hook_embed = FastHookPoint()          # [batch pos d_model]
         if cfg.positional == "learned":
             self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
         elif cfg.positional == "sinusoidal":
             self.register_buffer("W_pos", _sinusoidal_table(cfg.n_ctx, cfg.d_model),
                                  persistent=False)
         if cfg.positional in ("learned", "sinusoidal"):
-            self.hook_pos_embed = _HookPoint()  # [batch pos d_model]
+            self.hook_pos_embed = FastHookPoint()  # [batch pos d_model]
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         if cfg.norm == "pre":
             self.ln_final = LayerNorm(cfg)
         if not cfg.tied_embeddings:
             self.register_parameter("W_U", nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab)))
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab))
+        self.unembed = Unembed(self)
         self._init_weights()
         self.to(dev)
         self.setup()
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> GPT:
+        """nn.Module's `.to()` / `.cuda()` / `.half()` path; keeps cfg.device and cfg.dtype (read
+        by TransformerLens's tools) equal to the weights'."""
+        out = super()._apply(fn, *args, **kwargs)
+        self._set_runtime(device=self.W_E.device, dtype=self.W_E.dtype)
+        return out
+
+    def _set_runtime(self, **values: Any) -> None:
+        for name, value in values.items():
+            if name not in GPTConfig.RUNTIME:
+                raise AttributeError(f"{name} is not a runtime switch of GPTConfig")
+            object.__setattr__(self.cfg, name, value)
 
     def _init_weights(self) -> None:
         """N(0, init_std) everywhere, residual-writing projections scaled by 1/sqrt(writes)
@@ -310,22 +394,72 @@ class GPT(HookedRootModule):
             raise ValueError(f"token ids must lie in [0, d_vocab={cfg.d_vocab}), got values in "
                              f"[{lo}, {hi}]")
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+    def forward(self, input: Any, return_type: str | None = "logits", *,
+                loss_per_token: bool = False, start_at_layer: int | None = None,
+                stop_at_layer: int | None = None, tokens: Tensor | None = None,
+                prepend_bos: bool | None = None, attention_mask: Tensor | None = None,
+                **tl_kwargs: Any) -> Any:
+        """Logits [batch pos d_vocab] of `input`: token ids [batch pos] (or text, when the model
+        has a tokenizer). The keyword arguments are HookedTransformer.forward's:
+
+        return_type: "logits" (default), "loss" (mean next-token loss), "both" (logits, loss)
+          or None (run for the hooks only).
+        loss_per_token: the loss as [batch pos-1] instead of its mean.
+        stop_at_layer: return the residual stream entering that block (blocks.{i}.hook_resid_pre;
+          negative counts from the end), no ln_final or unembed.
+        start_at_layer: `input` is the residual stream [batch pos d_model] entering that block;
+          pass `tokens` too for a loss.
+        """
         cfg = self.cfg
-        self.check_tokens(tokens)
-        b, p = tokens.shape
-        x = self.hook_embed(F.embedding(tokens, self.W_E))
-        if cfg.positional in ("learned", "sinusoidal"):
-            pos = self.W_pos[:p].expand(b, p, cfg.d_model)
-            if _hooked(self.hook_pos_embed):   # a cached copy must not alias the weight
-                pos = self.hook_pos_embed(pos.clone())
-            x = x + pos
-        x = _dropout(x, cfg.dropout, self.training)
-        for block in self.blocks:
+        for name, value in tl_kwargs.items():
+            if value is not None and name not in ("padding_side", "shortformer_pos_embed",
+                                                  "past_kv_cache"):
+                raise TypeError(f"GPT.forward() got an unexpected keyword argument {name!r}")
+            if value is not None:
+                raise ValueError(f"GPT.forward: {name} is not supported (this GPT runs unpadded "
+                                 f"batches without a KV cache); pass {name}=None")
+        if attention_mask is not None:
+            raise ValueError("GPT.forward: attention_mask is not supported: this GPT runs "
+                             "unpadded batches of equal length; split the batch by length")
+        v.choice("return_type", return_type, ["logits", "loss", "both", None])
+        if start_at_layer is None:
+            if isinstance(input, str) or (isinstance(input, list) and input
+                                          and all(isinstance(t, str) for t in input)):
+                input = self.to_tokens(input, prepend_bos=prepend_bos)
+            tokens = input
+            self.check_tokens(tokens)
+            b, p = tokens.shape
+            x = self.hook_embed(F.embedding(tokens, self.W_E))
+            if cfg.positional in ("learned", "sinusoidal"):
+                pos = self.W_pos[:p].expand(b, p, cfg.d_model)
+                if is_hooked(self.hook_pos_embed):   # a cached copy must not alias the weight
+                    pos = self.hook_pos_embed(pos.clone())
+                x = x + pos
+            x = _dropout(x, cfg.dropout, self.training)
+        else:
+            x = input
+            if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != cfg.d_model:
+                raise ValueError(f"with start_at_layer, input must be the residual stream "
+                                 f"[batch, pos, d_model={cfg.d_model}], got "
+                                 f"{list(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+            if tokens is not None:
+                self.check_tokens(tokens)
+        for block in self.blocks[start_at_layer:stop_at_layer]:
             x = block(x)
+        if stop_at_layer is not None:
+            return x
         if cfg.norm == "pre":
             x = self.ln_final(x)
-        return F.linear(x, self.W_U.T, self.b_U)
+        logits = self.unembed(x)
+        if return_type == "logits":
+            return logits
+        if return_type is None:
+            return None
+        if tokens is None:
+            raise ValueError("a loss needs the tokens: pass tokens=... with start_at_layer")
+        loss = (next_token_loss(logits, tokens) if not loss_per_token
+                else per_token_loss(logits, tokens))
+        return loss if return_type == "loss" else (logits, loss)
 
     def loss(self, tokens: Int[Tensor, "batch pos"], *,
              label_smoothing: float = 0.0) -> Float[Tensor, ""]:
@@ -437,6 +571,180 @@ class GPT(HookedRootModule):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # ---- TransformerLens's HookedTransformer surface -----------------------------------------
+    # What TL's ActivationCache (decompose_resid, apply_ln_to_stack, logit_attrs,
+    # get_full_resid_decomposition, ...), transformer_lens.patching and SVDInterpreter read.
+
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Compute each head's output separately so blocks.{i}.attn.hook_result
+        [batch pos head d_model] fires (more memory; the fused out-projection is skipped)."""
+        self._set_runtime(use_attn_result=bool(use_attn_result))
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """Give each head its own copy of the query, key and value inputs:
+        blocks.{i}.hook_q_input / hook_k_input / hook_v_input [batch pos head d_model]."""
+        self._set_runtime(use_split_qkv_input=bool(use_split_qkv_input))
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        """Give each head its own copy of its input: blocks.{i}.hook_attn_in."""
+        self._set_runtime(use_attn_in=bool(use_attn_in))
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """Fire blocks.{i}.hook_mlp_in (a copy of the MLP's input, before ln2)."""
+        if self.cfg.attn_only:
+            raise ValueError("this GPT is attention-only (attn_only=True): it has no MLP input")
+        self._set_runtime(use_hook_mlp_in=bool(use_hook_mlp_in))
+
+    _SWITCHED = (("attn.hook_result", "use_attn_result", "set_use_attn_result"),
+                 ("hook_q_input", "use_split_qkv_input", "set_use_split_qkv_input"),
+                 ("hook_k_input", "use_split_qkv_input", "set_use_split_qkv_input"),
+                 ("hook_v_input", "use_split_qkv_input", "set_use_split_qkv_input"),
+                 ("hook_mlp_in", "use_hook_mlp_in", "set_use_hook_mlp_in"),
+                 ("hook_attn_in", "use_attn_in", "set_use_attn_in"))
+
+    def check_hooks_to_add(self, hook_point: Any, hook_point_name: str, hook: Any,
+                           *args: Any, **kwargs: Any) -> None:
+        """As HookedTransformer: a hook on a switched-off hook point would never fire, so
+        adding one is an error that names the switch."""
+        for suffix, flag, setter in self._SWITCHED:
+            if hook_point_name.endswith(suffix) and not getattr(self.cfg, flag):
+                raise ValueError(f"{hook_point_name} only fires after model.{setter}(True); "
+                                 f"call it before adding this hook")
+
+    # -- tokens (needs a tokenizer: GPT(cfg, tokenizer=tok) or model.tokenizer = tok) --
+
+    def _tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise ValueError("this GPT has no tokenizer; pass token ids, or attach one: "
+                             "GPT(cfg, tokenizer=tok) or model.tokenizer = tok")
+        return self.tokenizer
+
+    def to_tokens(self, input: str | list[str], prepend_bos: bool | None = None,
+                  *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
+        """Text (or a list of equally long texts) as token ids [batch pos] on the model's
+        device. Our tokenizers have no BOS token, so prepend_bos=True is refused."""
+        if prepend_bos:
+            raise ValueError("this GPT's tokenizers have no BOS token; use prepend_bos=False")
+        tok = self._tokenizer()
+        texts = [input] if isinstance(input, str) else list(input)
+        ids = [tok.encode(t) for t in texts]
+        if len({len(i) for i in ids}) > 1:
+            raise ValueError(f"texts encode to different lengths {[len(i) for i in ids]}; this "
+                             f"GPT runs unpadded batches: tokenize them one at a time")
+        return torch.stack(ids).to(self.device)
+
+    def to_string(self, tokens: Any) -> str | list[str]:
+        tok = self._tokenizer()
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim <= 1:
+            return tok.decode(tokens.reshape(-1))
+        return [tok.decode(row) for row in tokens]
+
+    def to_str_tokens(self, input: Any, *args: Any, **kwargs: Any) -> list[str]:
+        tok = self._tokenizer()
+        if isinstance(input, Tensor):
+            if input.ndim == 2 and input.shape[0] != 1:
+                raise ValueError(f"to_str_tokens takes one sequence, got a batch of "
+                                 f"{input.shape[0]}")
+            input = input.reshape(-1)
+        return tok.to_str_tokens(input)
+
+    def to_single_token(self, string: str) -> int:
+        ids = self.to_tokens(string).reshape(-1)
+        if ids.numel() != 1:
+            raise ValueError(f"{string!r} is {ids.numel()} tokens, not one: "
+                             f"{self.to_str_tokens(ids)}")
+        return int(ids.item())
+
+    def tokens_to_residual_directions(self, tokens: Any) -> Tensor:
+        """The unembedding direction(s) of token(s) in the residual stream: [d_model] for one
+        token (an int, a one-token string or a 0-d tensor), [..., d_model] for a tensor."""
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
+        if isinstance(tokens, int) or (isinstance(tokens, Tensor) and tokens.ndim == 0):
+            return self.W_U[:, int(tokens)]
+        return self.W_U[:, torch.as_tensor(tokens, device=self.device)].movedim(0, -1)
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False,
+                         include_mlp_biases: bool = True) -> Float[Tensor, " d_model"]:
+        """Sum of the output biases (attn b_O, mlp b_out) written before block `layer`; with
+        mlp_input, also that block's b_O (TL's definition)."""
+        if not 0 <= layer <= self.cfg.n_layers:
+            raise ValueError(f"layer must lie in [0, n_layers={self.cfg.n_layers}], got {layer}")
+        total = torch.zeros(self.cfg.d_model, device=self.device, dtype=self.W_E.dtype)
+        for block in self.blocks[:layer]:
+            total = total + block.attn.b_O
+            if include_mlp_biases and not self.cfg.attn_only:
+                total = total + block.mlp.b_out
+        if mlp_input:
+            if layer >= self.cfg.n_layers:
+                raise ValueError("mlp_input needs layer < n_layers (there is no MLP after the "
+                                 "last block)")
+            total = total + self.blocks[layer].attn.b_O
+        return total
+
+    # -- stacked weights, as HookedTransformer's properties --
+
+    def _stack(self, get: Any) -> Tensor:
+        return torch.stack([get(b) for b in self.blocks])
+
+    W_Q = property(lambda self: self._stack(lambda b: b.attn.W_Q))   # [layer head d_model d_head]
+    W_K = property(lambda self: self._stack(lambda b: b.attn.W_K))
+    W_V = property(lambda self: self._stack(lambda b: b.attn.W_V))
+    W_O = property(lambda self: self._stack(lambda b: b.attn.W_O))   # [layer head d_head d_model]
+    b_Q = property(lambda self: self._stack(lambda b: b.attn.b_Q))   # [layer head d_head]
+    b_K = property(lambda self: self._stack(lambda b: b.attn.b_K))
+    b_V = property(lambda self: self._stack(lambda b: b.attn.b_V))
+    b_O = property(lambda self: self._stack(lambda b: b.attn.b_O))   # [layer d_model]
+    W_in = property(lambda self: self._stack(lambda b: b.mlp.W_in))  # [layer d_model d_mlp]
+    W_out = property(lambda self: self._stack(lambda b: b.mlp.W_out))
+    b_in = property(lambda self: self._stack(lambda b: b.mlp.b_in))
+    b_out = property(lambda self: self._stack(lambda b: b.mlp.b_out))
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """W_Q W_Kᵀ of every head: FactoredMatrix [layer head d_model d_model]."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """W_V W_O of every head: FactoredMatrix [layer head d_model d_model]."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    def tl_parameters(self) -> dict[str, Tensor]:
+        """Every weight under HookedTransformer's state-dict name and layout (embed.W_E,
+        pos_embed.W_pos, blocks.{i}.attn.W_Q [head d_model d_head], ..., unembed.W_U). Views
+        where the layout allows: editing them edits the model. SVDInterpreter reads this."""
+        cfg = self.cfg
+        out: dict[str, Tensor] = {"embed.W_E": self.W_E}
+        if cfg.positional in ("learned", "sinusoidal"):
+            out["pos_embed.W_pos"] = self.W_pos
+        for i, b in enumerate(self.blocks):
+            if cfg.norm != "none":
+                out[f"blocks.{i}.ln1.w"], out[f"blocks.{i}.ln1.b"] = b.ln1.w, b.ln1.b
+                if not cfg.attn_only:
+                    out[f"blocks.{i}.ln2.w"], out[f"blocks.{i}.ln2.b"] = b.ln2.w, b.ln2.b
+            for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+                out[f"blocks.{i}.attn.{name}"] = getattr(b.attn, name)
+            if not cfg.attn_only:
+                for name in ("W_in", "b_in", "W_out", "b_out"):
+                    out[f"blocks.{i}.mlp.{name}"] = getattr(b.mlp, name)
+        if cfg.norm == "pre":
+            out["ln_final.w"], out["ln_final.b"] = self.ln_final.w, self.ln_final.b
+        out["unembed.W_U"], out["unembed.b_U"] = self.W_U, self.b_U
+        return out
+
+
+def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
+                   ) -> Float[Tensor, "batch pos_minus_1"]:
+    """Cross-entropy of predicting tokens[:, t+1] from logits[:, t], per token [batch pos-1]
+    (TransformerLens's `lm_cross_entropy_loss(..., per_token=True)`)."""
+    if logits.shape[:2] != tokens.shape or tokens.shape[1] < 2:
+        raise ValueError(f"per_token_loss needs logits [batch, pos, d_vocab] and tokens [batch, "
+                         f"pos] with pos >= 2, got {list(logits.shape)} and {list(tokens.shape)}")
+    log_probs = logits[:, :-1].float().log_softmax(dim=-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
