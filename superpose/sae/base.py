@@ -6,8 +6,17 @@
 Parameters use SAELens's names and layouts (W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in],
 b_dec) so a folder saved here loads there and the other way round (`superpose.sae.io`).
 
+An SAE with `cfg.reshape_activations == "hook_z"` (SAELens's key) also takes an attention z
+[*batch, n_heads, d_head] with n_heads·d_head = d_in: `encode` flattens it to [*batch, d_in]
+first and `forward` returns [*batch, n_heads, d_head], as SAELens 6.x does
+(sae.py `process_sae_in` / `reshape_fn_in`, `reshape_fn_out`). `decode` returns [*batch, d_in]:
+SAELens's decode un-flattens with a d_head remembered from the first input its encode saw
+(state outliving the call; decode before any encode fails there), whereas latents alone do not
+say how d_in splits into heads. `training_forward` flattens too and returns flat recon.
+
 Hook points (SAELens's names, usable with `run_with_cache` / `run_with_hooks`):
-  hook_sae_input:     [*batch, d_in]   the input, before scaling and the b_dec shift
+  hook_sae_input:     [*batch, d_in]   the input (heads flattened), before scaling and the
+                                       b_dec shift
   hook_sae_acts_pre:  [*batch, d_sae]  pre-activations (the magnitude path for "gated")
   hook_sae_acts_post: [*batch, d_sae]  the sparse latents
   hook_sae_recons:    [*batch, d_in]   acts @ W_dec + b_dec, before the input scale is undone
@@ -168,8 +177,35 @@ class SAE(HookedRootModule, abc.ABC):
             raise ValueError(f"{type(self).__name__} expects {what} with last dimension "
                              f"{width}, got shape {list(t.shape)}")
 
-    def process_input(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_in"]:
-        """What the encoder sees: the hooked input, scaled, minus b_dec (if configured)."""
+    def flatten_heads(self, x: Tensor) -> Tensor:
+        """`x` as [*batch, d_in]. A "hook_z" SAE (cfg.reshape_activations) flattens an input
+        [*batch, n_heads, d_head] with n_heads·d_head = d_in and a last dimension other than
+        d_in (SAELens: einops "... n_heads d_head -> ... (n_heads d_head)"); an input whose
+        last dimension is d_in is already flat (ActivationStore's rows, the splice's
+        [batch, pos, d_in]), so a 1-head z [..., 1, d_in] is taken as flat rows too."""
+        if self._is_heads(x):
+            return x.flatten(-2)
+        if self.cfg.reshape_activations == "hook_z" and (x.ndim < 1 or
+                                                         x.shape[-1] != self.cfg.d_in):
+            raise ValueError(f"{type(self).__name__} (reshape_activations='hook_z') expects "
+                             f"activations [..., {self.cfg.d_in}] or [..., n_heads, d_head] "
+                             f"with n_heads * d_head = {self.cfg.d_in}, got shape "
+                             f"{list(x.shape)}")
+        return x
+
+    def _is_heads(self, x: Tensor) -> bool:
+        d_in = self.cfg.d_in
+        return (self.cfg.reshape_activations == "hook_z" and x.ndim >= 2
+                and x.shape[-1] != d_in and x.shape[-2] * x.shape[-1] == d_in)
+
+    def _like_input(self, out: Tensor, x: Tensor) -> Tensor:
+        """`out` [*batch, d_in] in the layout of the input `x` (heads split again)."""
+        return out.unflatten(-1, x.shape[-2:]) if self._is_heads(x) else out
+
+    def process_input(self, x: Float[Tensor, "..."]) -> Float[Tensor, "*batch d_in"]:
+        """What the encoder sees: the hooked input (heads flattened for a "hook_z" SAE),
+        scaled, minus b_dec (if configured)."""
+        x = self.flatten_heads(x)
         self._check_width(x, self.cfg.d_in, "activations")
         x = self.hook_sae_input(x.to(self.W_enc.dtype))
         if self.cfg.activation_scale != 1.0:
@@ -183,6 +219,7 @@ class SAE(HookedRootModule, abc.ABC):
         x_s @ W_enc + (bias − b_dec @ W_enc) for the scaled input x_s: the same numbers, but
         autograd then needs no dense [batch, d_sae]·W_encᵀ product for b_dec's gradient (one
         matrix product fewer per training step, unless x itself requires a gradient)."""
+        x = self.flatten_heads(x)
         self._check_width(x, self.cfg.d_in, "activations")
         x_s = self.hook_sae_input(x.to(self.W_enc.dtype))
         if self.cfg.activation_scale != 1.0:
@@ -194,7 +231,8 @@ class SAE(HookedRootModule, abc.ABC):
             return sae_in @ self.W_enc + bias, sae_in
         return x_s @ self.W_enc + (bias - self.b_dec @ self.W_enc), sae_in
 
-    def encode(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
+    def encode(self, x: Float[Tensor, "..."]) -> Float[Tensor, "*batch d_sae"]:
+        """The latents of x [*batch, d_in] (or [*batch, n_heads, d_head] for "hook_z")."""
         return self._encode(x).acts
 
     def decode(self, acts: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_in"]:
@@ -239,10 +277,12 @@ class SAE(HookedRootModule, abc.ABC):
         return TrainStepOutput(recon=recon, pre_acts=pre.reshape(shape), losses=losses,
                                sparse=sparse, d_sae=self.cfg.d_sae)
 
-    def forward(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_in"]:
-        return self.hook_sae_output(self.decode(self.encode(x)))
+    def forward(self, x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+        """The reconstruction, in the shape of x (a "hook_z" SAE's [*batch, n_heads, d_head]
+        input gets that shape back, as in SAELens)."""
+        return self.hook_sae_output(self._like_input(self.decode(self.encode(x)), x))
 
-    def training_forward(self, x: Float[Tensor, "*batch d_in"], *,
+    def training_forward(self, x: Float[Tensor, "..."], *,
                          dead_mask: Bool[Tensor, " d_sae"] | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
         """Reconstruction and every loss term of one step. `dead_mask` marks the latents the
@@ -250,6 +290,7 @@ class SAE(HookedRootModule, abc.ABC):
         config's (for a warm-up)."""
         coeff = self.cfg.sparsity_coefficient if sparsity_coefficient is None \
             else sparsity_coefficient
+        x = self.flatten_heads(x)
         enc = self._encode(x)
         recon = self.hook_sae_output(self._decode_train(enc))
         target = x.to(recon.dtype)

@@ -65,6 +65,7 @@ class BatchTopKSAE(SAE):
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
+        x = self.flatten_heads(x)
         if not (self.training and torch.is_grad_enabled() and not hooked(self.hook_sae_acts_pre)
                 and not hooked(self.hook_sae_acts_post)):
             out = super().training_forward(x, dead_mask=dead_mask,

@@ -15,6 +15,7 @@ from superpose import _validate as v
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64,
                                   "bfloat16": torch.bfloat16, "float16": torch.float16}
+RESHAPES = ("none", "hook_z")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class SAEConfig:
     activation_scale: inputs are multiplied by this before encoding and the reconstruction is
       divided by it, so an SAE trained on normalised activations takes raw ones. `save` folds it
       into the weights (SAELens's "fold_activation_norm_scaling_factor"), so files hold 1.0.
+    reshape_activations: "none" | "hook_z" (SAELens's key). "hook_z": the SAE also takes an
+      attention layer's z as [..., n_heads, d_head] (n_heads·d_head = d_in) and flattens it, and
+      `forward` returns that shape (SAELens 6.x sae.py `turn_on_forward_pass_hook_z_reshaping`);
+      see `SAE.flatten_heads`. SAELens allows it only at hooks whose name ends in "_z".
     hook_name, model_name: where the activations came from (metadata, saved with the SAE).
     seed: the seed of the weight initialisation.
     """
@@ -57,6 +62,7 @@ class SAEConfig:
     apply_b_dec_to_input: bool = True
     activation_scale: float = 1.0
     dtype: str = "float32"
+    reshape_activations: str = "none"
     hook_name: str | None = None
     model_name: str | None = None
     seed: int = 0
@@ -87,10 +93,16 @@ class SAEConfig:
             raise ValueError("apply_b_dec_to_input must be True or False, got "
                              f"{self.apply_b_dec_to_input!r}")
         v.choice("dtype", self.dtype, list(DTYPES))
+        v.choice("reshape_activations", self.reshape_activations, list(RESHAPES))
         for name in ("hook_name", "model_name"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string or None, got {value!r}")
+        if self.reshape_activations == "hook_z" and self.hook_name is not None \
+                and not self.hook_name.endswith("_z"):
+            raise ValueError(f"reshape_activations='hook_z' is for attention z hooks (names "
+                             f"ending in '_z', e.g. 'blocks.0.attn.hook_z'), but hook_name is "
+                             f"{self.hook_name!r}; use reshape_activations='none' there")
         v.non_negative_int("seed", self.seed)
 
     @property

@@ -65,6 +65,7 @@ class PenalisedSAE(SAE):
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
+        x = self.flatten_heads(x)
         if not sparse_step_ok(self, x):
             return super().training_forward(x, dead_mask=dead_mask,
                                             sparsity_coefficient=sparsity_coefficient)

@@ -88,7 +88,7 @@ class TopKSAE(SAE):
             return super().forward(x)
         pre, _ = self._linear(x, self.b_enc)
         values, indices = self._select(self.hook_sae_acts_pre(pre))
-        return self.hook_sae_output(self.decode_sparse(values, indices))
+        return self.hook_sae_output(self._like_input(self.decode_sparse(values, indices), x))
 
     def _fast_path(self) -> bool:
         return (torch.is_grad_enabled() and not hooked(self.hook_sae_acts_pre)
@@ -96,6 +96,7 @@ class TopKSAE(SAE):
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
+        x = self.flatten_heads(x)
         if not self._fast_path():
             return super().training_forward(x, dead_mask=dead_mask,
                                             sparsity_coefficient=sparsity_coefficient)
