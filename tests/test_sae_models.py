@@ -307,19 +307,182 @@ def test_load_folder_written_by_saelens(arch, tmp_path):
     torch.testing.assert_close(loaded(x), acts @ W_dec + b_dec, atol=1e-5, rtol=1e-5)
 
 
+def _saelens_topk_tensors(seed: int = 5):
+    """Random SAELens-named tensors with decoder rows of norms 0.3..2."""
+    g = torch.Generator().manual_seed(seed)
+    W_enc = torch.randn(D_IN, D_SAE, generator=g) / D_IN ** 0.5
+    W_dec = torch.randn(D_SAE, D_IN, generator=g)
+    W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True) * torch.linspace(0.3, 2.0, D_SAE)[:, None]
+    b_enc, b_dec = 0.1 * torch.randn(D_SAE, generator=g), 0.1 * torch.randn(D_IN, generator=g)
+    return {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+
+
+def _saelens_cfg(arch: str, **kw) -> dict:
+    return {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
+            "apply_b_dec_to_input": True, "normalize_activations": "none",
+            "reshape_activations": "none", "architecture": arch,
+            "metadata": {"sae_lens_version": "6.54.12"}, **kw}
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_topk_rescale_acts_by_decoder_norm_loads_as_saelens_computes_it(rescale, tmp_path):
+    """SAELens topk_sae.py with rescale_acts_by_decoder_norm: acts = TopK(z·n), recon =
+    (acts / n) @ W_dec + b_dec, n the decoder row norms (what TopKTrainingSAE.save_model
+    writes, unnormalised rows included). The loader folds n into the weights."""
+    t = _saelens_topk_tensors()
+    _write_saelens_folder(tmp_path / "f", _saelens_cfg("topk", k=K,
+                                                       rescale_acts_by_decoder_norm=rescale), t)
+    loaded = sae.load(tmp_path / "f", device="cpu").eval()
+    n = t["W_dec"].norm(dim=-1) if rescale else torch.ones(D_SAE)
+    x = x_batch(40)
+    z = ((x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]) * n
+    top = z.topk(K, dim=-1)
+    acts = torch.zeros_like(z).scatter(-1, top.indices, top.values.relu())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), acts, atol=1e-5, rtol=1e-5)
+        any_acts = torch.rand(7, D_SAE, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(loaded.decode(any_acts), (any_acts / n) @ t["W_dec"]
+                                   + t["b_dec"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded(x), (acts / n) @ t["W_dec"] + t["b_dec"],
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka_batchtopk"])
+def test_batchtopk_training_checkpoint_loads(arch, tmp_path):
+    """A BatchTopKTrainingSAE.save_model folder (batchtopk_sae.py): batch top-k of ReLU(z·n) in
+    training, and in eval mode the JumpReLU with θ = topk_threshold that its
+    save_inference_model writes (threshold in units of z·n)."""
+    t = _saelens_topk_tensors()
+    t["topk_threshold"] = torch.tensor(0.2, dtype=torch.float64)
+    cfg = _saelens_cfg(arch, k=float(K), rescale_acts_by_decoder_norm=True,
+                       topk_threshold_lr=0.05, matryoshka_widths=[8, D_SAE])
+    _write_saelens_folder(tmp_path / "f", cfg, t)
+    loaded = sae.load(tmp_path / "f", device="cpu")
+    assert isinstance(loaded, sae.BatchTopKSAE) and loaded.cfg.batchtopk_threshold_lr == 0.05
+    n = t["W_dec"].norm(dim=-1)
+    x = x_batch(10)
+    z = (((x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]) * n).relu()
+    top = z.flatten().topk(K * 10)
+    batch = torch.zeros(10 * D_SAE).scatter(0, top.indices, top.values).reshape(10, D_SAE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.train().encode(x), batch, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded(x), (batch / n) @ t["W_dec"] + t["b_dec"],
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded.eval().encode(x), z * (z > 0.2), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_saelens_refusals_name_the_field_and_value(tmp_path, user_errors):
+    """What SAELens can write that these SAEs do not compute is refused, never loaded wrong."""
+    t = _saelens_topk_tensors()
+    cases = [
+        (_saelens_cfg("standard", normalize_activations="layer_norm"),
+         "normalize_activations='layer_norm' is not supported"),
+        (_saelens_cfg("standard", normalize_activations="constant_norm_rescale"),
+         "normalize_activations='constant_norm_rescale' is not supported"),
+        (_saelens_cfg("standard", normalize_activations="expected_average_only_in"),
+         "normalize_activations='expected_average_only_in' is not supported.*scale that is "
+         "not in this folder"),
+        (_saelens_cfg("standard", normalize_activations="covariance_whitening"),
+         "normalize_activations='covariance_whitening' is not supported"),
+        (_saelens_cfg("standard", reshape_activations="hook_q"),
+         "reshape_activations='hook_q' is not supported"),
+        (_saelens_cfg("abstopk", k=K), "architecture='abstopk' is not supported"),
+        (_saelens_cfg("transcoder", d_out=D_IN), "architecture='transcoder' is not supported"),
+        (_saelens_cfg("batchtopk", k=2.5), "k=2.5 is not supported"),
+        (_saelens_cfg("topk", k=K, rescale_acts_by_decoder_norm="yes"),
+         "rescale_acts_by_decoder_norm='yes' is not supported"),
+        ({"d_in": D_IN, "d_sae": D_SAE, "activation_fn_str": "tanh-relu"},
+         "activation_fn='tanh-relu' is not supported"),
+        (_saelens_cfg("standard", reshape_activations="hook_z",
+                      metadata={"hook_name": "blocks.0.hook_resid_pre",
+                                "sae_lens_version": "6.0.0"}),
+         "reshape_activations='hook_z' is for attention z hooks"),
+    ]
+    for i, (cfg, message) in enumerate(cases):
+        _write_saelens_folder(tmp_path / f"c{i}", cfg, t)
+        with pytest.raises(ValueError, match=message):
+            sae.load(tmp_path / f"c{i}")
+    bad = dict(t, threshold=torch.full((D_SAE,), -0.1))
+    _write_saelens_folder(tmp_path / "neg", _saelens_cfg("jumprelu"), bad)
+    with pytest.raises(ValueError, match="threshold is negative"):
+        sae.load(tmp_path / "neg")
+    zero = dict(t, W_dec=t["W_dec"].clone().index_fill_(0, torch.tensor([3]), 0.0))
+    _write_saelens_folder(tmp_path / "zero", _saelens_cfg(
+        "topk", k=K, rescale_acts_by_decoder_norm=True), zero)
+    with pytest.raises(ValueError, match=r"rescale_acts_by_decoder_norm=True is not "
+                                         r"supported: decoder rows \[3\] have norm 0"):
+        sae.load(tmp_path / "zero")
+    scaled = dict(t, scaling_factor=torch.full((D_SAE,), 2.0))
+    _write_saelens_folder(tmp_path / "sf", _saelens_cfg("standard"), scaled)
+    with pytest.raises(ValueError, match="scaling_factor='not all 1' is not supported"):
+        sae.load(tmp_path / "sf")
+
+
+def test_pre_6_saelens_config_loads(tmp_path):
+    """A pre-6.0 cfg.json (no sae_lens_version): hook_point, activation_fn_str="topk" with
+    activation_fn_kwargs.k, an all-ones scaling_factor (SAELens drops it)."""
+    t = dict(_saelens_topk_tensors(), scaling_factor=torch.ones(D_SAE))
+    cfg = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "torch.float32",
+           "hook_point": "blocks.1.hook_resid_pre", "activation_fn_str": "topk",
+           "activation_fn_kwargs": {"k": K}, "normalize_activations": False}
+    _write_saelens_folder(tmp_path / "f", cfg, t)
+    loaded = sae.load(tmp_path / "f", device="cpu")
+    assert isinstance(loaded, sae.TopKSAE) and loaded.cfg.k == K
+    assert loaded.cfg.hook_name == "blocks.1.hook_resid_pre"
+
+
+def test_topk_folder_writes_rescale_false(tmp_path):
+    """SAELens's TopKTrainingSAEConfig defaults rescale_acts_by_decoder_norm to true, so our
+    (unit-norm-free) TopK folders must say false."""
+    make("topk").save(tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    assert cfg["rescale_acts_by_decoder_norm"] is False and cfg["k"] == K
+
+
+# ---- hook_z: [..., n_heads, d_head] input -------------------------------------------------------
 @pytest.mark.parametrize("arch", ARCHS)
-def test_saelens_loads_ours_and_we_load_theirs(arch, tmp_path):
-    sae_lens = pytest.importorskip("sae_lens")
-    s = randomize(make(arch)).eval()
-    s.save(tmp_path / "ours")
-    theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "ours"), device="cpu")
-    x = x_batch(13)
+def test_hook_z_takes_heads_and_returns_their_shape(arch, tmp_path):
+    """SAELens sae.py reshape_fn_in / reshape_fn_out: [..., n_heads, d_head] is flattened
+    before encoding and forward returns that shape; flat [..., d_in] rows still work."""
+    s = randomize(make(arch, reshape_activations="hook_z",
+                       hook_name="blocks.0.attn.hook_z")).eval()
+    x = x_batch(3, 5).unflatten(-1, (2, D_IN // 2))            # [3, 5, 2, 4]
+    flat = x.flatten(-2)
     with torch.no_grad():
-        torch.testing.assert_close(theirs(x), s(x), atol=1e-5, rtol=1e-5)
-        theirs.save_model(str(tmp_path / "theirs"))
-    back = sae.load(tmp_path / "theirs", device="cpu").eval()
+        acts = s.encode(x)
+        assert acts.shape == (3, 5, D_SAE)
+        torch.testing.assert_close(acts, s.encode(flat))
+        out = s(x)
+        assert out.shape == x.shape
+        torch.testing.assert_close(out.flatten(-2), s(flat))
+        assert s.decode(acts).shape == (3, 5, D_IN)
+        _, cache = s.run_with_cache(x)
+        assert cache["hook_sae_input"].shape == (3, 5, D_IN)
+        assert cache["hook_sae_output"].shape == x.shape
+    train = s.train().training_forward(x)
+    torch.testing.assert_close(train.recon, s.training_forward(flat).recon)
+    s.save(tmp_path / "z")
+    assert json.loads((tmp_path / "z" / "cfg.json").read_text())["reshape_activations"] \
+        == "hook_z"
+    back = sae.load(tmp_path / "z", device="cpu").eval()
+    assert back.cfg.reshape_activations == "hook_z"
     with torch.no_grad():
-        torch.testing.assert_close(back(x), theirs(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(back(x), s.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_hook_z_errors(user_errors):
+    with pytest.raises(ValueError, match="reshape_activations must be one of"):
+        sae.SAEConfig(d_in=8, d_sae=4, reshape_activations="heads")
+    with pytest.raises(ValueError, match="hook_name is 'blocks.0.hook_resid_post'"):
+        sae.SAEConfig(d_in=8, d_sae=4, reshape_activations="hook_z",
+                      hook_name="blocks.0.hook_resid_post")
+    s = make("relu", reshape_activations="hook_z")
+    with pytest.raises(ValueError, match=r"\[\.\.\., n_heads, d_head\] with n_heads \* d_head "
+                                         r"= 8, got shape \[3, 3, 3\]"):
+        s(torch.randn(3, 3, 3))
+    with pytest.raises(ValueError, match="last dimension 8"):
+        make("relu")(torch.randn(3, 2, 4))            # no reshaping without hook_z
 
 
 # ---- bad input --------------------------------------------------------------------------------

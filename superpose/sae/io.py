@@ -4,15 +4,47 @@ A folder holds
   cfg.json                  SAELens keys: architecture ("standard" | "topk" | "jumprelu" |
                             "gated"), d_in, d_sae, dtype, device, apply_b_dec_to_input,
                             normalize_activations ("none": scales are folded in before saving),
-                            reshape_activations, hook_name, model_name, k (TopK), and
+                            reshape_activations ("none" | "hook_z"), hook_name, model_name, k and
+                            rescale_acts_by_decoder_norm=false (TopK), a few training
+                            hyper-parameters SAELens's training configs share with ours, and
                             "metadata" {hook_name, model_name, sae_lens_version}; plus
                             "superpose": our own full SAEConfig (SAELens keeps only the keys
                             its config classes know).
   sae_weights.safetensors   W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],
                             threshold [d_sae] (JumpReLU; BatchTopK as JumpReLU), and b_gate,
                             r_mag, b_mag instead of b_enc for Gated.
-The layout follows SAELens 6.x `SAE.save_model` / `load_from_disk` (sae_lens/saes/sae.py,
-sae_lens/loading/pretrained_sae_loaders.py). Loading never unpickles anything.
+The layout follows SAELens 6.x `SAE.save_model` / `TrainingSAE.save_inference_model` /
+`load_from_disk` (sae_lens/saes/sae.py, sae_lens/loading/pretrained_sae_loaders.py). Loading
+never unpickles anything.
+
+What a folder SAELens wrote computes, and how it loads here (the rule: the loaded SAE computes
+the function SAELens loads from that folder, encode, decode and forward alike, or loading
+refuses with a ValueError naming the field and its value; never a different function):
+  standard   ReLU(x̃ W_enc + b_enc) -> ReLUSAE.
+  jumprelu   ReLU(z)·1[z > θ] (SAE) or z·1[z > θ] (JumpReLUTrainingSAE): equal for θ >= 0, the
+             only thresholds accepted (JumpReLUSAE keeps log θ). Older training checkpoints'
+             log_threshold is read as θ = exp(log_threshold), as SAELens's training loader does.
+  gated      -> GatedSAE, same tensors.
+  topk       TopK(z) with z = x̃ W_enc + b_enc, decoded by acts @ W_dec + b_dec. With
+             rescale_acts_by_decoder_norm=true (TopKTrainingSAEConfig's default, so `save_model`
+             of a TopKTrainingSAE writes it with unnormalised decoder rows) SAELens computes
+             acts = TopK(z·n), n = ‖W_dec row‖, and decodes (acts / n) @ W_dec + b_dec. Loading
+             folds n into the weights: W_enc columns · n, b_enc · n, W_dec rows / n. The folded
+             SAE's pre-activations are z·n, so encode returns exactly SAELens's acts (the top k
+             of z·n, which is what its encode returns too) and decode/forward match; only
+             hook_sae_acts_pre differs (SAELens fires it on z before the rescale, ours on z·n).
+             This is SAELens's own `save_inference_model` fold (topk_sae.py `_fold_norm_topk`).
+             A folder without the key reads false, as SAE.load_from_disk does.
+  batchtopk, matryoshka_batchtopk (training checkpoints; TrainingSAE.load_from_disk only):
+             batch top-k of ReLU(z·n or z) over all the batch's entries, k·batch of them, with
+             rescale_acts_by_decoder_norm folded as for topk; the scalar topk_threshold (float64,
+             in units of the rescaled z) becomes our BatchTopK's θ, used in eval mode exactly as
+             the JumpReLU their `save_inference_model` writes. k must be a whole number.
+  hook_z     reshape_activations="hook_z" is kept (see `SAE.flatten_heads`).
+Refused: the architectures in `registry.REFUSED_SAELENS`; normalize_activations other than
+"none"; reshape_activations other than "none"/"hook_z"; a non-integer k; a negative JumpReLU
+threshold; a decoder row of norm 0 under rescale_acts_by_decoder_norm; a finetuning
+scaling_factor other than 1; pre-6.0 configs whose activation_fn is neither relu nor topk.
 """
 
 from __future__ import annotations
@@ -20,10 +52,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from superpose import _validate as v
 from superpose import runs
@@ -39,7 +73,12 @@ SAELENS_FORMAT = "6.0.0"
 
 
 def to_saelens_config(sae: SAE) -> dict[str, Any]:
-    """The cfg.json dict of `sae` (whose activation scale must already be folded in)."""
+    """The cfg.json dict of `sae` (whose activation scale must already be folded in).
+
+    Besides the keys every SAELens config has, it writes the keys whose default in SAELens's
+    *training* configs would change the function: TopKTrainingSAEConfig reads a missing
+    rescale_acts_by_decoder_norm as true, so TopK writes false. Training hyper-parameters that
+    mean the same thing in both libraries are written too (for TrainingSAE.load_from_disk)."""
     cfg = sae.cfg
     out: dict[str, Any] = {
         "architecture": sae.saelens_architecture,
@@ -49,14 +88,21 @@ def to_saelens_config(sae: SAE) -> dict[str, Any]:
         "device": str(sae.device),
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": "none",
-        "reshape_activations": "none",
+        "reshape_activations": cfg.reshape_activations,
         "hook_name": cfg.hook_name,
         "model_name": cfg.model_name,
+        "decoder_init_norm": cfg.decoder_init_norm,
         "metadata": {"hook_name": cfg.hook_name, "model_name": cfg.model_name,
                      "sae_lens_version": SAELENS_FORMAT},
     }
-    if sae.saelens_architecture == "topk":
-        out["k"] = cfg.k
+    if cfg.architecture == "topk":
+        out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    elif cfg.architecture in ("relu", "gated"):
+        out["l1_coefficient"] = cfg.sparsity_coefficient
+    elif cfg.architecture == "jumprelu":
+        out.update(jumprelu_init_threshold=cfg.jumprelu_threshold_init,
+                   jumprelu_bandwidth=cfg.jumprelu_bandwidth,
+                   jumprelu_sparsity_loss_mode="step", l0_coefficient=cfg.sparsity_coefficient)
     out["superpose"] = {"format_version": FORMAT_VERSION, **runs.to_jsonable(cfg)}
     return out
 
@@ -97,16 +143,95 @@ def save(sae: SAE, path: str | Path) -> Path:
     return folder
 
 
-def config_from_saelens(data: dict[str, Any], *, source: str = CFG_FILE) -> SAEConfig:
-    """Our SAEConfig from a cfg.json dict: ours if it carries one, else SAELens's keys."""
-    from superpose.sae.registry import FROM_SAELENS
+@dataclass(frozen=True)
+class SAELensFolder:
+    """A SAELens cfg.json read: our config, and what loading must do to its tensors."""
+
+    cfg: SAEConfig
+    architecture: str                        # SAELens's name
+    rescale_acts_by_decoder_norm: bool = False
+
+
+def _refuse(source: str, field: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"{source}: {field}={value!r} is not supported: {why}")
+
+
+_NORMALIZE_WHY = {
+    "expected_average_only_in": "the SAE expects inputs multiplied by a scale that is not in "
+    "this folder (SAELens's trainer keeps it in its activation scaler and folds it into the "
+    "weights only at the end of training); fold it in SAELens "
+    "(sae.fold_activation_norm_scaling_factor(scale)) and save again, or load the final "
+    "checkpoint",
+    "covariance_whitening": "the SAE expects whitened inputs, and the whitening is not in this "
+    "folder (SAELens folds it in only at the end of training); fold it in SAELens "
+    "(sae.fold_activation_whitening(...)) and save again, or load the final checkpoint",
+    "constant_norm_rescale": "SAELens rescales every input to norm sqrt(d_in) and the output "
+    "back; these SAEs do not implement that per-input normalisation",
+    "layer_norm": "SAELens layer-normalises every input and un-normalises the output; these "
+    "SAEs do not implement that per-input normalisation",
+}
+
+
+def _is_pre_6(data: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """SAELens's test (loading/pretrained_sae_loaders.py `handle_config_defaulting`): no
+    sae_lens_version, or one below 6.0, means the pre-6.0 layout."""
+    version = data.get("sae_lens_version") or meta.get("sae_lens_version")
+    if not version:
+        return True
+    try:
+        return int(str(version).split(".")[0]) < 6
+    except ValueError:
+        return False
+
+
+def _pre_6_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """SAELens's `handle_pre_6_0_config`, where it changes the function: renamed keys, the
+    TopK activation_fn, boolean normalize_activations and the hook_z default."""
+    renames = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",
+               "activation_fn_str": "activation_fn"}
+    out = {renames.get(k, k): x for k, x in data.items()}
+    out.setdefault("architecture", "standard")
+    act = out.get("activation_fn")
+    k = (out.get("activation_fn_kwargs") or {}).get("k")
+    if act == "topk" and k is not None:
+        out["architecture"], out["k"] = "topk", k
+    elif act not in (None, "relu") and out["architecture"] == "standard":
+        raise _refuse(source, "activation_fn", act, "SAELens 6 drops that key and would load a "
+                      "ReLU SAE; only 'relu' and 'topk' (with activation_fn_kwargs.k) load here")
+    if isinstance(out.get("normalize_activations"), bool):
+        out["normalize_activations"] = ("expected_average_only_in"
+                                        if out["normalize_activations"] else "none")
+    if out.get("reshape_activations") is None:
+        out["reshape_activations"] = "hook_z" if "hook_z" in str(out.get("hook_name") or "") \
+            else "none"
+    return out
+
+
+def _whole(source: str, field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or value < 1:
+        raise _refuse(source, field, value, "these SAEs keep a whole number of latents "
+                      "(TopK: k per input; BatchTopK: k·batch per batch), k >= 1")
+    return int(value)
+
+
+def read_saelens_config(data: dict[str, Any], *, source: str = CFG_FILE) -> SAELensFolder:
+    """What a cfg.json describes (see the module docstring): ours if it carries our config,
+    else SAELens's keys, checked so that nothing that changes the function is ignored."""
+    from superpose.sae.registry import FROM_SAELENS, REFUSED_SAELENS
 
     if not isinstance(data, dict):
         raise ValueError(f"{source} must hold a JSON object, got {type(data).__name__}")
     if isinstance(data.get("superpose"), dict):
         ours = {k: x for k, x in data["superpose"].items() if k != "format_version"}
-        return v.config_from_dict(SAEConfig, ours)
+        cfg = v.config_from_dict(SAEConfig, ours)
+        return SAELensFolder(cfg=cfg, architecture=data.get("architecture", cfg.architecture))
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    if _is_pre_6(data, meta):
+        data = _pre_6_keys(data, source)
     arch = data.get("architecture", "standard")
+    if arch in REFUSED_SAELENS:
+        raise _refuse(source, "architecture", arch, REFUSED_SAELENS[arch])
     if arch not in FROM_SAELENS:
         hint = v.close_matches(str(arch), list(FROM_SAELENS), 1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -116,27 +241,98 @@ def config_from_saelens(data: dict[str, Any], *, source: str = CFG_FILE) -> SAEC
         if key not in data:
             raise ValueError(f"{source} has no {key!r}; it is not an SAE config")
     norm = data.get("normalize_activations", "none")
-    if norm not in ("none", None, False):
-        raise ValueError(f"{source}: normalize_activations={norm!r} is not supported; fold the "
-                         "normalisation into the weights first (SAELens: "
-                         "fold_activation_norm_scaling_factor)")
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    if norm not in ("none", None):
+        raise _refuse(source, "normalize_activations", norm, _NORMALIZE_WHY.get(
+            norm, "SAELens knows none, expected_average_only_in, constant_norm_rescale, "
+            "layer_norm and covariance_whitening"))
+    reshape = data.get("reshape_activations", "none")
+    if reshape not in ("none", "hook_z"):
+        raise _refuse(source, "reshape_activations", reshape, "only 'none' and 'hook_z' "
+                      "(attention z [..., n_heads, d_head] flattened) are known")
+    if data.get("finetuning_scaling_factor"):
+        raise _refuse(source, "finetuning_scaling_factor", data["finetuning_scaling_factor"],
+                      "a learned output scale (pre-6.0 SAELens) is not implemented here, and "
+                      "SAELens 6 cannot load it either")
+    dtype = str(data.get("dtype", "float32")).removeprefix("torch.")
+    ours = FROM_SAELENS[arch]
     kw: dict[str, Any] = {
-        "architecture": FROM_SAELENS[arch], "d_in": data["d_in"], "d_sae": data["d_sae"],
+        "architecture": ours, "d_in": data["d_in"], "d_sae": data["d_sae"],
         "apply_b_dec_to_input": data.get("apply_b_dec_to_input", True),
-        "dtype": data.get("dtype", "float32"),
-        "hook_name": data.get("hook_name", meta.get("hook_name")),
-        "model_name": data.get("model_name", meta.get("model_name")),
+        "dtype": dtype, "reshape_activations": reshape,
+        "hook_name": meta.get("hook_name", data.get("hook_name")),
+        "model_name": meta.get("model_name", data.get("model_name")),
     }
-    k = data.get("k", (data.get("activation_fn_kwargs") or {}).get("k"))
-    if k is not None:
-        kw["k"] = int(k)
-    return SAEConfig(**kw)
+    rescale = False
+    if ours in ("topk", "batchtopk"):
+        k = data.get("k", (data.get("activation_fn_kwargs") or {}).get("k"))
+        if k is None:
+            raise ValueError(f"{source}: a {arch!r} config needs 'k' (its active latents)")
+        kw["k"] = _whole(source, "k", k)
+        # SAE.load_from_disk reads a topk folder with TopKSAEConfig (default false); batchtopk
+        # folders load only as training SAEs, whose config defaults to true.
+        rescale = data.get("rescale_acts_by_decoder_norm", ours == "batchtopk")
+        if not isinstance(rescale, bool):
+            raise _refuse(source, "rescale_acts_by_decoder_norm", rescale, "it must be true "
+                          "or false")
+        if ours == "batchtopk" and isinstance(data.get("topk_threshold_lr"), (int, float)) \
+                and 0 < data["topk_threshold_lr"] <= 1:
+            kw["batchtopk_threshold_lr"] = float(data["topk_threshold_lr"])
+    try:
+        cfg = SAEConfig(**kw)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    return SAELensFolder(cfg=cfg, architecture=arch, rescale_acts_by_decoder_norm=rescale)
+
+
+def config_from_saelens(data: dict[str, Any], *, source: str = CFG_FILE) -> SAEConfig:
+    """Our SAEConfig from a cfg.json dict (`read_saelens_config(...).cfg`)."""
+    return read_saelens_config(data, source=source).cfg
+
+
+@torch.no_grad()
+def saelens_tensors(folder: SAELensFolder, state: dict[str, Tensor], *,
+                    source: str = WEIGHTS_FILE) -> dict[str, Tensor]:
+    """SAELens's tensors as our SAE's `load_saelens_state_dict` takes them, the function kept:
+    the all-ones legacy scaling_factor dropped (as SAELens's `read_sae_components_from_disk`
+    does), log_threshold -> threshold (JumpReLUTrainingSAE.process_state_dict_for_loading),
+    rescale_acts_by_decoder_norm folded (topk_sae.py `_fold_norm_topk`, in float64), and a
+    BatchTopK training checkpoint's scalar topk_threshold spread over the latents."""
+    state = dict(state)
+    if "scaling_factor" in state:
+        sf = state.pop("scaling_factor")
+        if not torch.all(sf == 1):
+            raise _refuse(source, "scaling_factor", "not all 1", "a finetuning scale of the "
+                          "latents (pre-6.0 SAELens) is not implemented here")
+    if folder.cfg.architecture == "jumprelu" and "log_threshold" in state \
+            and "threshold" not in state:
+        state["threshold"] = state.pop("log_threshold").exp()
+    if folder.rescale_acts_by_decoder_norm and {"W_enc", "b_enc", "W_dec"} <= set(state):
+        dtype = state["W_dec"].dtype
+        w_dec = state["W_dec"].double()
+        norms = w_dec.norm(dim=-1)
+        if (norms == 0).any():
+            bad = norms.eq(0).nonzero().flatten()[:5].tolist()
+            raise _refuse(source, "rescale_acts_by_decoder_norm", True, f"decoder rows {bad} "
+                          "have norm 0, and SAELens divides the latents by that norm (its "
+                          "outputs are NaN)")
+        state["W_enc"] = (state["W_enc"].double() * norms).to(dtype)
+        state["b_enc"] = (state["b_enc"].double() * norms).to(dtype)
+        state["W_dec"] = (w_dec / norms[:, None]).to(dtype)
+    if "topk_threshold" in state and folder.cfg.architecture == "batchtopk":
+        theta = state.pop("topk_threshold")
+        if theta.numel() != 1:
+            raise ValueError(f"{source}: topk_threshold must be one number, got shape "
+                             f"{list(theta.shape)}")
+        state["threshold"] = theta.reshape(()).expand(folder.cfg.d_sae).clone()
+    return state
 
 
 def load(path: str | Path, *, device: torch.device | str | None = None) -> SAE:
-    """Load an SAE folder written here or by SAELens; a folder that is not an SAE, a cfg.json
-    that does not match its weights, an unknown architecture or a corrupt file fail clearly."""
+    """Load an SAE folder written here or by SAELens (`save_model` or `save_inference_model`,
+    see the module docstring); a folder that is not an SAE, a cfg.json that does not match its
+    weights, an unknown or unsupported architecture or option, or a corrupt file fail clearly.
+    The SAE comes back in training mode (for BatchTopK that is the batch top-k; `.eval()`
+    switches it to its threshold)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -150,11 +346,14 @@ def load(path: str | Path, *, device: torch.device | str | None = None) -> SAE:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder} has no {name}; it is not an SAE folder "
                                     f"(expected {CFG_FILE} and {WEIGHTS_FILE})")
-    cfg = config_from_saelens(runs.read_json(folder / CFG_FILE), source=str(folder / CFG_FILE))
+    info = read_saelens_config(runs.read_json(folder / CFG_FILE),
+                               source=str(folder / CFG_FILE))
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"{folder / WEIGHTS_FILE} is corrupt and cannot be read ({e})") from None
-    sae = create(cfg, device="cpu")
-    sae.load_saelens_state_dict(state, source=f"{folder}: {WEIGHTS_FILE}")
+    source = f"{folder}: {WEIGHTS_FILE}"
+    state = saelens_tensors(info, state, source=source)
+    sae = create(info.cfg, device="cpu")
+    sae.load_saelens_state_dict(state, source=source)
     return sae.to(v.resolve_device(device))

@@ -20,15 +20,36 @@ ARCHITECTURES: dict[str, type[SAE]] = {
     "gated": GatedSAE,
 }
 
-# SAELens's cfg.json "architecture" -> ours. BatchTopK has no inference class in SAELens: it
-# saves BatchTopK SAEs as "jumprelu", so such a folder loads here as JumpReLU unless its cfg.json
-# also carries our own config (see io.py).
+# SAELens 6.x's cfg.json "architecture" -> ours (SAELens registers its classes in
+# sae_lens/__init__.py: register_sae_class for inference, register_sae_training_class).
+#   "batchtopk", "matryoshka_batchtopk": written only by `save_model` of a BatchTopKTrainingSAE /
+#     MatryoshkaBatchTopKTrainingSAE (TrainingSAE.load_from_disk reads them; SAE.load_from_disk
+#     cannot). Both encode alike (batch top-k of the ReLU'd pre-activations; Matryoshka only adds
+#     nested losses in training), so both load as our BatchTopK: that batch top-k in training
+#     mode, and in eval mode the JumpReLU with θ = topk_threshold that their
+#     `save_inference_model` writes. Our BatchTopK is saved that way too, as "jumprelu" (the
+#     folder's own "superpose" config says batchtopk, so it loads back as BatchTopK).
 FROM_SAELENS: dict[str, str] = {
     "standard": "relu",
     "topk": "topk",
     "batchtopk": "batchtopk",
+    "matryoshka_batchtopk": "batchtopk",
     "jumprelu": "jumprelu",
     "gated": "gated",
+}
+
+# SAELens architectures with no counterpart here: loading refuses them, saying why.
+REFUSED_SAELENS: dict[str, str] = {
+    "abstopk": "it keeps the k pre-activations of largest magnitude with their sign (no ReLU)",
+    "transcoder": "a transcoder reconstructs another hook's activation (d_out), not its input",
+    "skip_transcoder": "a transcoder reconstructs another hook's activation (d_out, W_skip)",
+    "jumprelu_transcoder": "a transcoder reconstructs another hook's activation (d_out)",
+    "jumprelu_skip_transcoder": "a transcoder reconstructs another hook's activation (d_out, "
+                                "W_skip)",
+    "temporal": "it attends over earlier positions (TemporalSAE), so it is not a per-position "
+                "function",
+    "matching_pursuit": "it encodes by iterative matching pursuit, not by one linear map and "
+                        "an activation",
 }
 
 
