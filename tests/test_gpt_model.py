@@ -85,10 +85,10 @@ def expected_hooks(cfg):
             attn += ["hook_rot_q", "hook_rot_k"]
         names += [b + "attn." + h for h in attn] + [b + "hook_attn_out"]
         names += [b + "attn.hook_result", b + "hook_attn_in", b + "hook_q_input",
-                  b + "hook_k_input", b + "hook_v_input"]
+                  b + "hook_k_input", b + "hook_v_input", b + "hook_mlp_in", b + "hook_mlp_out"]
         if not cfg.attn_only:
             names += [b + "hook_resid_mid", *(b + "ln2." + h for h in ln), b + "mlp.hook_pre",
-                      b + "mlp.hook_post", b + "hook_mlp_out", b + "hook_mlp_in"]
+                      b + "mlp.hook_post"]
         names.append(b + "hook_resid_post")
     if cfg.norm == "pre":
         names += ["ln_final." + h for h in ln]
@@ -102,7 +102,8 @@ def test_every_hook_point_is_present_with_tl_shapes(positional, norm, attn_only)
     assert sorted(m.hook_names()) == sorted(expected_hooks(m.cfg))
     t = toks(3, 10)
     logits, cache = m.run_with_cache(t)
-    assert set(cache.keys()) == {n for n in m.hook_dict if not n.endswith(SWITCHED)}
+    silent = SWITCHED + (("hook_mlp_out",) if attn_only else ())
+    assert set(cache.keys()) == {n for n in m.hook_dict if not n.endswith(silent)}
     assert logits.shape == (3, 10, V)
     shapes = {"hook_q": (3, 10, 2, 8), "hook_k": (3, 10, 2, 8), "hook_v": (3, 10, 2, 8),
               "hook_z": (3, 10, 2, 8), "hook_rot_q": (3, 10, 2, 8), "hook_rot_k": (3, 10, 2, 8),

@@ -2,6 +2,7 @@
 
 from superpose.gpt.checkpoint import latest_checkpoint
 from superpose.gpt.config import GPTConfig
+from superpose.gpt.convert import from_hooked_transformer, to_hooked_transformer
 from superpose.gpt.corpus import Corpus, TokenDataset, load_corpus, load_text_files
 from superpose.gpt.heads import (
     attention_patterns,
@@ -10,7 +11,7 @@ from superpose.gpt.heads import (
     prev_token_scores,
     prev_token_scores_from,
 )
-from superpose.gpt.model import GPT, next_token_loss
+from superpose.gpt.model import GPT, next_token_loss, per_token_loss
 from superpose.gpt.synthetic import Dyck, DyckScore, repeated_tokens
 from superpose.gpt.tokenizers import (
     BPETokenizer,
@@ -21,7 +22,8 @@ from superpose.gpt.tokenizers import (
 )
 from superpose.gpt.training import GPTTrainConfig, GPTTrainResult, TrainHistory, evaluate, train
 
-__all__ = ["GPT", "GPTConfig", "next_token_loss",
+__all__ = ["GPT", "GPTConfig", "next_token_loss", "per_token_loss", "to_hooked_transformer",
+           "from_hooked_transformer",
            "GPTTrainConfig", "GPTTrainResult", "TrainHistory", "evaluate", "latest_checkpoint",
            "train", "BPETokenizer", "ByteTokenizer", "CharTokenizer", "Tokenizer",
            "load_tokenizer", "Corpus", "TokenDataset", "load_corpus", "load_text_files", "Dyck",

@@ -56,8 +56,8 @@ from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 
 from superpose import _validate as v
 from superpose import runs
-from superpose.hooks import FastHookPoint, is_hooked
 from superpose.gpt.config import GPTConfig
+from superpose.hooks import FastHookPoint, is_hooked
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -227,11 +227,9 @@ class Block(nn.Module):
         self.hook_q_input = FastHookPoint()   # [batch pos head d_model]
         self.hook_k_input = FastHookPoint()
         self.hook_v_input = FastHookPoint()
-        if not cfg.attn_only:
-            self.hook_mlp_in = FastHookPoint()    # [batch pos d_model]
+        self.hook_mlp_in = FastHookPoint()    # [batch pos d_model]
         self.hook_attn_out = FastHookPoint()
-        if not cfg.attn_only:
-            self.hook_mlp_out = FastHookPoint()
+        self.hook_mlp_out = FastHookPoint()   # (attn_only: present, as in TL, never fires)
         self.hook_resid_pre = FastHookPoint()
         if not cfg.attn_only:
             self.hook_resid_mid = FastHookPoint()
@@ -288,7 +286,7 @@ class Unembed(nn.Module):
     def b_U(self) -> Tensor:
         return self._model.b_U
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+    def forward(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_vocab"]:
         x = self.hook_in(x)
         return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
 
@@ -568,6 +566,14 @@ class GPT(HookedRootModule):
     def load(cls, path: str | Path, *, device: torch.device | str | None = None) -> GPT:
         """Load a model written by `save`; a missing, corrupt or mismatched file fails clearly."""
         return runs.load_module(path, cls, GPTConfig, device=device)
+
+    @classmethod
+    def from_hooked_transformer(cls, ht: Any, *, device: torch.device | str | None = None
+                                ) -> GPT:
+        """Our GPT with a TransformerLens HookedTransformer's weights: the same logits and
+        hooks (`superpose.gpt.convert`); an architecture we cannot express is refused."""
+        from superpose.gpt.convert import from_hooked_transformer
+        return from_hooked_transformer(ht, device=device)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
