@@ -224,3 +224,18 @@ def test_csr_kernels_with_no_entry_at_all():
     assert out.shape == (4, 3) and not out.any()
     out.sum().backward()
     assert not W_enc.grad.any() and not W_dec.grad.any() and not b_enc.grad.any()
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "gated"])
+@pytest.mark.parametrize("point", ["hook_sae_acts_pre", "hook_sae_acts_post"])
+def test_a_backward_hook_on_the_latents_fires_during_training(arch, point):
+    """The fast training paths skip the dense latent tensor; a hook of any direction (here a
+    backward hook, which reads the latents' gradient) must switch to the explicit path."""
+    s = make(arch) if arch != "gated" else sae.create(
+        sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="gated"), device="cpu").train()
+    seen = []
+    s.add_hook(point, lambda grad, hook: seen.append(grad.detach().clone()), dir="bwd")
+    out = s.training_forward(x_batch(64))
+    out.loss.backward()
+    assert len(seen) == 1 and seen[0].shape == (64, D_SAE)
+    assert seen[0].abs().sum() > 0

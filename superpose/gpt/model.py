@@ -419,7 +419,9 @@ class GPT(HookedRootModule):
         if attention_mask is not None:
             raise ValueError("GPT.forward: attention_mask is not supported: this GPT runs "
                              "unpadded batches of equal length; split the batch by length")
-        v.choice("return_type", return_type, ["logits", "loss", "both", None])
+        if return_type not in ("logits", "loss", "both", None):
+            raise ValueError(f"return_type must be one of 'logits', 'loss', 'both' or None, got "
+                             f"{return_type!r}")
         if start_at_layer is None:
             if isinstance(input, str) or (isinstance(input, list) and input
                                           and all(isinstance(t, str) for t in input)):
@@ -539,6 +541,17 @@ class GPT(HookedRootModule):
         for name, _ in [*fwd_hooks, *bwd_hooks]:
             self._check_hook_name(name)
         return super().hooks(list(fwd_hooks), list(bwd_hooks), *args, **kwargs)
+
+    def run_with_hooks(self, *model_args: Any, fwd_hooks: Any = (), bwd_hooks: Any = (),
+                       **kwargs: Any) -> Any:
+        """TL's run_with_hooks; a hook on a switched-off hook point (hook_result, hook_q_input,
+        ...) is an error naming the switch (TL would add it and never call it)."""
+        for name, hook in [*fwd_hooks, *bwd_hooks]:
+            if isinstance(name, str):
+                self._check_hook_name(name)
+                self.check_hooks_to_add(None, name, hook)
+        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks),
+                                      bwd_hooks=list(bwd_hooks), **kwargs)
 
     def get_caching_hooks(self, names_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         self._check_names_filter(names_filter)
