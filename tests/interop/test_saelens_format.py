@@ -13,6 +13,7 @@ refused on purpose (`superpose.sae.registry.FROM_SAELENS` / `REFUSED_SAELENS`)."
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 
 import pytest
@@ -116,6 +117,10 @@ def lens_load(path, training: bool):
         warnings.simplefilter("ignore")
         cls = LensTrainingSAE if training else LensSAE
         return cls.load_from_disk(str(path), device="cpu")
+
+
+def lens_load_cfg(path) -> dict:
+    return json.loads((path / "cfg.json").read_text())
 
 
 # ---- SAELens -> here ----------------------------------------------------------------------------
@@ -233,11 +238,6 @@ def test_every_registered_architecture_loads_or_is_refused(name, training, tmp_p
         else:
             theirs = lens_load(tmp_path / sub, training=False)
         assert_same(ours, theirs, inputs())
-
-
-def lens_load_cfg(path) -> dict:
-    import json
-    return json.loads((path / "cfg.json").read_text())
 
 
 @pytest.mark.parametrize("norm", ["expected_average_only_in", "constant_norm_rescale",
