@@ -398,6 +398,9 @@ def test_saelens_refusals_name_the_field_and_value(tmp_path, user_errors):
                       metadata={"hook_name": "blocks.0.hook_resid_pre",
                                 "sae_lens_version": "6.0.0"}),
          "reshape_activations='hook_z' is for attention z hooks"),
+        (_saelens_cfg("standard", metadata={"hook_name": "blocks.0.attn.hook_z",
+                                            "hook_head_index": 2, "sae_lens_version": "6.0.0"}),
+         "hook_head_index=2 is not supported"),
     ]
     for i, (cfg, message) in enumerate(cases):
         _write_saelens_folder(tmp_path / f"c{i}", cfg, t)

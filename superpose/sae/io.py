@@ -249,6 +249,12 @@ def read_saelens_config(data: dict[str, Any], *, source: str = CFG_FILE) -> SAEL
     if reshape not in ("none", "hook_z"):
         raise _refuse(source, "reshape_activations", reshape, "only 'none' and 'hook_z' "
                       "(attention z [..., n_heads, d_head] flattened) are known")
+    head = meta.get("hook_head_index", data.get("hook_head_index"))
+    if head is not None:
+        raise _refuse(source, "hook_head_index", head, "the SAE reads one head's slice of its "
+                      "hook, while superpose's activation store and splice apply an SAE to the "
+                      "whole hook; slice the head out yourself and load the weights with "
+                      "sae.create + load_saelens_state_dict")
     if data.get("finetuning_scaling_factor"):
         raise _refuse(source, "finetuning_scaling_factor", data["finetuning_scaling_factor"],
                       "a learned output scale (pre-6.0 SAELens) is not implemented here, and "
