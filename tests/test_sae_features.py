@@ -152,6 +152,26 @@ def test_logit_effect_is_the_matmul(model):
                                _centred_ln(model, via_o) @ W_U)
 
 
+def test_logit_effect_at_ln_final_hook_normalized_is_exact(model, tokens):
+    """ln_final.hook_normalized is TL's (before ln_final's w, b): adding a direction there moves
+    the logits by exactly (d * w) @ W_U, which is what logit_effect reports."""
+    s = relu_sae(D, seed=6)
+    d = s.W_dec[3].detach()
+    w = model.ln_final.w
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.nn.init.normal_(w, 1.0, 0.5)           # a non-trivial gain
+            le = sae.logit_effect(s, model, 3, "ln_final.hook_normalized")
+            clean = model(tokens)
+            nudged = model.run_with_hooks(tokens, fwd_hooks=[(
+                "ln_final.hook_normalized", lambda x, hook: x + d)])
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+    torch.testing.assert_close((nudged - clean)[0, 0], le.values, atol=1e-4, rtol=1e-4)
+
+
 def test_decoder_neighbours(model):
     s = relu_sae(D, d_sae=40, seed=5)
     nb = sae.decoder_neighbours(s, 11, k=4)

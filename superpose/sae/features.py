@@ -345,7 +345,10 @@ def logit_effect(sae: SAE, model: nn.Module, latent: int, hook_name: str | None 
                          f"{_LN_FINAL!r}, blocks.L.mlp.hook_post and blocks.L.attn.hook_z; "
                          f"{name!r} has no direct linear path to the logits")
     _expect_width(d, W_U.shape[0], name, "d_model")
-    if ln and name != _LN_FINAL:
+    if name == _LN_FINAL:     # TL's meaning: before ln_final's weight, which still applies
+        w = getattr(getattr(model, "ln_final", None), "w", None)
+        d = d * w.detach().to(d) if isinstance(w, Tensor) else d
+    elif ln:
         d = _final_ln(model, d)
     values = (d @ W_U.float()).cpu()
     kk = min(k, len(values))
