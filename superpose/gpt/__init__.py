@@ -1,5 +1,6 @@
 """Small GPTs: config, a TransformerLens-hooked model, generation, next-token loss, training."""
 
+from superpose.gpt.bridge import from_transformer_bridge, to_transformer_bridge
 from superpose.gpt.checkpoint import latest_checkpoint
 from superpose.gpt.config import GPTConfig
 from superpose.gpt.convert import from_hooked_transformer, to_hooked_transformer
@@ -23,7 +24,7 @@ from superpose.gpt.tokenizers import (
 from superpose.gpt.training import GPTTrainConfig, GPTTrainResult, TrainHistory, evaluate, train
 
 __all__ = ["GPT", "GPTConfig", "next_token_loss", "per_token_loss", "to_hooked_transformer",
-           "from_hooked_transformer",
+           "from_hooked_transformer", "to_transformer_bridge", "from_transformer_bridge",
            "GPTTrainConfig", "GPTTrainResult", "TrainHistory", "evaluate", "latest_checkpoint",
            "train", "BPETokenizer", "ByteTokenizer", "CharTokenizer", "Tokenizer",
            "load_tokenizer", "Corpus", "TokenDataset", "load_corpus", "load_text_files", "Dyck",
