@@ -60,6 +60,12 @@ from superpose.gpt.config import GPTConfig
 from superpose.hooks import FastHookPoint, is_hooked
 
 
+class HookSwitchError(ValueError, AssertionError):
+    """A hook on a hook point that is switched off (hook_result before set_use_attn_result(True),
+    ...). A ValueError like every bad input here, and an AssertionError, which is what
+    HookedTransformer raises and what TL-style code catches."""
+
+
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return F.dropout(x, p, True) if p > 0 and training else x
 
@@ -561,7 +567,8 @@ class GPT(HookedRootModule):
         self._check_names_filter(names_filter)
         return super().add_caching_hooks(names_filter, *args, **kwargs)
 
-    def run_with_cache(self, *model_args: Any, **kwargs: Any) -> tuple[Tensor, ActivationCache]:
+    def run_with_cache(self, *model_args: Any, **kwargs: Any
+                       ) -> tuple[Tensor | None, ActivationCache]:
         """`(logits, cache)` as on a TL HookedTransformer: the cache is an `ActivationCache`
         (so `cache["pattern", 0]` works). Keyword arguments are TL's (names_filter, device,
         remove_batch_dim, incl_bwd, ...)."""
@@ -628,8 +635,8 @@ class GPT(HookedRootModule):
         adding one is an error that names the switch."""
         for suffix, flag, setter in self._SWITCHED:
             if hook_point_name.endswith(suffix) and not getattr(self.cfg, flag):
-                raise ValueError(f"{hook_point_name} only fires after model.{setter}(True); "
-                                 f"call it before adding this hook")
+                raise HookSwitchError(f"{hook_point_name} only fires after "
+                                      f"model.{setter}(True); call it before adding this hook")
 
     # -- tokens (needs a tokenizer: GPT(cfg, tokenizer=tok) or model.tokenizer = tok) --
 
