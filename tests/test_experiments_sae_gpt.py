@@ -28,8 +28,9 @@ def test_sae_gpt_quick(tmp_path):
     for short in ("resid", "mlp"):
         r = m["saes"][short]
         x = r["spliced"]
-        # A useful SAE: most of the variance and of the loss recovered, cheap in KL.
-        assert r["fve"] > 0.7 and r["l0"] == pytest.approx(r["k"], abs=0.01)
+        # A useful SAE: most of the variance and of the loss recovered, cheap in KL. A TopK
+        # SAE keeps k latents and then ReLUs them, so L0 <= k (a few of the k can be <= 0).
+        assert r["fve"] > 0.7 and 0.8 * r["k"] <= r["l0"] <= r["k"] + 1e-6
         assert x["clean_loss"] < x["spliced_loss"] < x["zero_ablation_loss"]
         assert 0.5 < x["loss_recovered"] <= 1.0
         assert 0 < x["kl_div"] < 0.5

@@ -37,44 +37,16 @@ from unittest import mock
 
 import pytest
 import torch
+from tl_support import HAS_HT, KINDS, HookedTransformer, ht_config, randomize
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookIntrospectionMixin, HookPoint
 
 import superpose.gpt as sgpt
 from superpose.gpt import GPT, GPTConfig
 
-try:  # TransformerLens 3.x only; removed in 4.0
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-except ImportError:
-    HookedTransformer = HookedTransformerConfig = None
-
-HAS_HT = HookedTransformer is not None
-KINDS = ["gpt", "ht"] if HAS_HT else ["gpt"]
-
 # "solu-1l" in TL's test_hooks.py / test_cache_hook_names.py: one layer, LN, MLP.
 BASE = dict(d_vocab=50, n_layers=1, d_model=32, n_heads=4, n_ctx=16, seed=0)
 PROMPT = torch.tensor([[1, 17, 23, 5]])   # "Hello World!" with BOS: 4 tokens
-
-
-def ht_config(cfg: GPTConfig) -> Any:
-    """The HookedTransformerConfig of the same architecture (pre-LN, learned positions)."""
-    return HookedTransformerConfig(
-        n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.n_ctx, d_head=cfg.d_head,
-        n_heads=cfg.n_heads, d_mlp=None if cfg.attn_only else cfg.d_mlp, d_vocab=cfg.d_vocab,
-        act_fn="gelu", normalization_type="LN", attn_only=cfg.attn_only,
-        positional_embedding_type="standard", seed=cfg.seed, device="cpu")
-
-
-def randomize(model: torch.nn.Module, seed: int = 1, ln: bool = False) -> None:
-    """Random biases (b_*) and, with ln, random LayerNorm w / b: a trained model's weights."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf.startswith("b_") or (ln and leaf == "b"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-            elif ln and leaf == "w":
-                p.copy_(1 + torch.randn(p.shape, generator=gen) * 0.1)
 
 
 def make_model(kind: str, **kw: Any) -> Any:
