@@ -291,11 +291,14 @@ def test_post_ln_normalizes_after_each_residual_add_and_has_no_final_ln():
     m = make(norm="post")
     _, c = m.run_with_cache(toks())
     b = "blocks.0."
-    torch.testing.assert_close(c[b + "hook_resid_mid"], c[b + "ln1.hook_normalized"])
+    ln1, ln2 = m.blocks[0].ln1, m.blocks[0].ln2
+    torch.testing.assert_close(c[b + "hook_resid_mid"], c[b + "ln1.hook_normalized"] * ln1.w
+                               + ln1.b)
     torch.testing.assert_close(
         c[b + "hook_resid_mid"],
         F.layer_norm(c[b + "hook_resid_pre"] + c[b + "hook_attn_out"], (16,)))
-    torch.testing.assert_close(c[b + "hook_resid_post"], c[b + "ln2.hook_normalized"])
+    torch.testing.assert_close(c[b + "hook_resid_post"], c[b + "ln2.hook_normalized"] * ln2.w
+                               + ln2.b)
     post = c["blocks.1.hook_resid_post"]
     torch.testing.assert_close(post.mean(-1), torch.zeros(post.shape[:2]), atol=1e-5, rtol=0)
     assert not any(k.startswith("ln_final") for k in c.keys())

@@ -1,43 +1,56 @@
-"""A small decoder-only GPT as a TransformerLens `HookedRootModule`.
+"""A small decoder-only GPT as a TransformerLens `HookedRootModule`, interchangeable with a
+`HookedTransformer` of the same weights (`superpose.gpt.convert`; tested in tests/interop).
 
-Hook points carry TransformerLens's canonical names and layouts, so `run_with_cache`,
-`run_with_hooks`, `ActivationCache` shorthands (`cache["pattern", 0]`) and TL-style analysis code
-work unchanged. For layer i (see `GPT.hook_names()` for a given config):
+Hook points carry TransformerLens's canonical names, layouts and meanings, so `run_with_cache`,
+`run_with_hooks`, `ActivationCache` (`cache["pattern", 0]`, `decompose_resid`, `logit_attrs`,
+...), `transformer_lens.patching` and `SVDInterpreter` work unchanged. For layer i (see
+`GPT.hook_names()` for a given config; the order is a HookedTransformer's):
 
     hook_embed, hook_pos_embed                 [batch pos d_model]  (pos_embed: learned/sinusoidal)
     blocks.i.hook_resid_pre                    [batch pos d_model]
+    blocks.i.hook_attn_in                      [batch pos head d_model]  (set_use_attn_in)
+    blocks.i.hook_q_input / k_input / v_input  [batch pos head d_model]  (set_use_split_qkv_input)
     blocks.i.ln1.hook_scale                    [batch pos 1]        (norm != "none")
-    blocks.i.ln1.hook_normalized               [batch pos d_model]
+    blocks.i.ln1.hook_normalized               [batch pos d_model]  (x - mean) / scale, before w, b
     blocks.i.attn.hook_q / hook_k / hook_v     [batch pos head d_head]
     blocks.i.attn.hook_rot_q / hook_rot_k      [batch pos head d_head]  (positional="rotary")
     blocks.i.attn.hook_attn_scores             [batch head query_pos key_pos]  masked (-inf), scaled
     blocks.i.attn.hook_pattern                 [batch head query_pos key_pos]  softmax of the above
     blocks.i.attn.hook_z                       [batch pos head d_head]
+    blocks.i.attn.hook_result                  [batch pos head d_model]  (set_use_attn_result)
     blocks.i.hook_attn_out                     [batch pos d_model]
     blocks.i.hook_resid_mid                    [batch pos d_model]  (not attn_only)
+    blocks.i.hook_mlp_in                       [batch pos d_model]  (set_use_hook_mlp_in)
     blocks.i.ln2.hook_scale / hook_normalized  (not attn_only, norm != "none")
     blocks.i.mlp.hook_pre / hook_post          [batch pos d_mlp]    (not attn_only)
-    blocks.i.hook_mlp_out                      [batch pos d_model]  (not attn_only)
+    blocks.i.hook_mlp_out                      [batch pos d_model]  (fires when not attn_only)
     blocks.i.hook_resid_post                   [batch pos d_model]
     ln_final.hook_scale / hook_normalized      (norm="pre" only)
+    unembed.hook_in / hook_out                 [batch pos d_model] / [batch pos d_vocab]
+
+The switched hooks exist always (as on a HookedTransformer) and fire once their `set_use_*`
+switch is on; a hook added to one that is off is a `HookSwitchError`. Switches are per model.
 
 Pre-LN (GPT-2): resid_mid = resid_pre + attn(ln1(resid_pre)), resid_post = resid_mid +
 mlp(ln2(resid_mid)), then ln_final. Post-LN (Vaswani et al. 2017): resid_mid =
-ln1(resid_pre + attn(resid_pre)), resid_post = ln2(resid_mid + mlp(resid_mid)), so
-ln1.hook_normalized *is* hook_resid_mid and there is no ln_final (the stream is already
-normalized). hook_attn_out and hook_mlp_out are exactly what is added to the stream (after
-dropout).
+ln1(resid_pre + attn(resid_pre)), resid_post = ln2(resid_mid + mlp(resid_mid)), and there is
+no ln_final (the stream is already normalized); HookedTransformer has no such architecture.
+hook_attn_out and hook_mlp_out are exactly what is added to the stream (after dropout).
 
 Speed. Every matmul is one `F.linear` on the stored weights (no per-head einsums): q, k and v
 come from one fused weight `attn.W_QKV` [3, head, d_head, d_model]; `attn.W_Q/W_K/W_V` and
 `b_Q/b_K/b_V` are TransformerLens-layout *views* of it ([head, d_model, d_head]), so reading or
 editing them in place edits the model. Every other weight is stored in TL's layout and name
-(W_E, W_pos, W_O, W_in, W_out, W_U, ...). LayerNorm is `F.layer_norm`. Attention runs through
-`F.scaled_dot_product_attention` (flash / memory-efficient kernels) unless a hook is attached
-to hook_attn_scores or hook_pattern (as `run_with_cache` does when it caches them); then the
-scores and pattern are computed explicitly so hooks can read and replace them. The two paths
-agree to float precision (tested). Likewise ln.hook_scale: with a hook on it (e.g. to freeze
-the LN scale for attribution) LayerNorm is computed by hand so the hooked scale is used.
+(W_E, W_pos, W_O, W_in, W_out, W_U, ...); `tl_parameters()` lists them under a
+HookedTransformer's state-dict names. LayerNorm is `F.layer_norm`. Attention runs through
+`F.scaled_dot_product_attention` (flash / memory-efficient kernels) unless a hook of any
+direction (`superpose.hooks.is_hooked`) is attached to hook_attn_scores or hook_pattern (as
+`run_with_cache` does when it caches them); then the scores and pattern are computed
+explicitly so hooks can read and replace them. The two paths agree to float precision
+(tested). Likewise LayerNorm: with a hook on hook_scale or hook_normalized it is computed by
+hand (TL's formula), so a hooked scale (e.g. frozen for attribution) is the one used. Per-head
+results and inputs are computed only when switched on; the unused hooks cost nothing
+measurable (benchmarks/gpt_speed.py).
 """
 
 from __future__ import annotations
