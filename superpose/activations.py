@@ -47,7 +47,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from superpose import _validate as v
-from superpose import runs
+from superpose import hooks, runs
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ MANIFEST_FILE = "manifest.json"
 CACHE_FORMAT = "superpose.activations/1"
 _KEY = "activations"                    # the tensor's name inside each shard
 NORMALIZE = ("mean_norm",)
-
-
-class _StopForward(Exception):
-    """Raised inside a hook once every requested activation is captured: ends the forward
-    pass early (the layers after the last requested hook never run)."""
 
 
 class ActivationStore:
@@ -307,37 +302,18 @@ class ActivationStore:
             yield out
 
     def _capture(self, x: Any, batch_index: int) -> dict[str, Tensor]:
-        """One forward pass, capturing only `self.hook_names` (a torch forward hook on each
-        HookPoint, removed in `finally`)."""
+        """One forward pass in eval mode without gradients, capturing only `self.hook_names`
+        (`superpose.hooks.capture`: cut short after the last one when `stop_early`)."""
         model = self.model
         assert model is not None
-        captured: dict[str, Tensor] = {}
-        n = len(self.hook_names)
-
-        def make_hook(name: str) -> Callable[..., None]:
-            def hook(module: nn.Module, args: Any, output: Tensor) -> None:
-                captured[name] = output.detach().clone()
-                if self.stop_early and len(captured) == n:
-                    raise _StopForward
-            return hook
-
-        handles = [model.hook_dict[name].register_forward_hook(make_hook(name))
-                   for name in self.hook_names]
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                model(x)
-        except _StopForward:
-            pass
+                captured = hooks.capture(model, self.hook_names, x, stop_early=self.stop_early,
+                                         clone=True, context=f" of source batch {batch_index}")
         finally:
-            for h in handles:
-                h.remove()
             model.train(was_training)
-        missing = [name for name in self.hook_names if name not in captured]
-        if missing:
-            raise RuntimeError(f"hook(s) {missing} did not fire in the forward pass of source "
-                               f"batch {batch_index}; the model never calls them on this input")
         self.n_batches_captured += 1
         return captured
 

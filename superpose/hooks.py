@@ -1,4 +1,6 @@
-"""The one hook core: "is anything listening here?" for every model, the SAEs and the splice.
+"""The one hook core: "is anything listening here?" for every model, the SAEs and the splice,
+and "capture these activations, then stop the forward pass" for the activation store and the
+SAE tools.
 
 Fast paths (the GPT's fused attention and LayerNorm, the SAEs' sparse training steps, the toy
 models' closed-form gradient) skip tensors that nobody reads. They are only correct when no
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 from torch.nn.modules import module as _module
@@ -68,3 +71,40 @@ def suspended(points: nn.Module | Iterable[nn.Module]) -> Iterator[None]:
         for p, dicts in saved:
             for name, d in dicts.items():
                 setattr(p, name, d)
+
+
+class _StopForward(Exception):
+    """Raised by a capture hook once every requested activation is in hand."""
+
+
+def capture(model: nn.Module, hook_names: Sequence[str], *model_args: Any,
+            stop_early: bool = True, clone: bool = False, context: str = "",
+            **model_kwargs: Any) -> dict[str, Tensor]:
+    """Run `model(*model_args, **model_kwargs)` and return the output of each named HookPoint
+    (detached; copied when `clone`, for a caller that keeps it past the next forward). With
+    `stop_early` the forward pass ends as soon as the last of them has fired, so the layers
+    after it never run. The torch hooks are removed in `finally`. A hook that never fires is a
+    RuntimeError naming it (`context` is added to the message, e.g. which batch)."""
+    captured: dict[str, Tensor] = {}
+    wanted = list(dict.fromkeys(hook_names))
+
+    def make_hook(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Tensor) -> None:
+            captured[name] = output.detach().clone() if clone else output.detach()
+            if stop_early and len(captured) == len(wanted):
+                raise _StopForward
+        return hook
+
+    handles = [model.hook_dict[name].register_forward_hook(make_hook(name)) for name in wanted]
+    try:
+        model(*model_args, **model_kwargs)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [name for name in wanted if name not in captured]
+    if missing:
+        raise RuntimeError(f"hook(s) {missing} did not fire in the forward pass{context}; the "
+                           f"model never calls them on this input")
+    return captured

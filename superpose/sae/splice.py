@@ -58,10 +58,6 @@ log = logging.getLogger(__name__)
 HookFn = Callable[[Tensor, Any], Tensor]
 
 
-class _StopForward(Exception):
-    """Raised by a capture hook to end the forward pass once the activation is in hand."""
-
-
 # ---- checks shared with superpose.sae.features ---------------------------------------------
 
 def check_model(model: Any, hook_name: str) -> None:
@@ -136,24 +132,8 @@ def as_rows(act: Tensor, d_in: int, hook_name: str) -> Tensor:
 
 def capture(model: nn.Module, hook_name: str, tokens: Int[Tensor, "batch pos"]) -> Tensor:
     """The activation at `hook_name` for `tokens`, the forward pass cut short right after it
-    (no logits computed; a forward hook on the HookPoint, removed in `finally`)."""
-    out: dict[str, Tensor] = {}
-
-    def hook(module: nn.Module, args: Any, output: Tensor) -> None:
-        out["act"] = output.detach()
-        raise _StopForward
-
-    handle = model.hook_dict[hook_name].register_forward_hook(hook)
-    try:
-        model(tokens)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "act" not in out:
-        raise RuntimeError(f"hook {hook_name!r} did not fire in the forward pass; the model "
-                           "never calls it on this input")
-    return out["act"]
+    (no logits computed; `superpose.hooks.capture`)."""
+    return hooks.capture(model, [hook_name], tokens)[hook_name]
 
 
 # ---- the splice hook -------------------------------------------------------------------------
