@@ -12,19 +12,27 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jaxtyping  # noqa: E402
 
-# Every jaxtyping shape annotation in these modules is checked at run time, under pytest only.
-# Config modules are left out on purpose: their own validators must be what a user sees (a
-# beartype error on `n_instances=1.5` would hide the ValueError that names the rule).
-TYPECHECKED = ["superpose.geometry", "superpose.toy.data", "superpose.toy.model",
-               "superpose.toy.training", "superpose.plot", "superpose.runs",
-               "superpose.gpt.model", "superpose.gpt.tokenizers", "superpose.gpt.corpus",
-               "superpose.gpt.synthetic", "superpose.gpt.training", "superpose.gpt.checkpoint",
-               "superpose.gpt.distributed", "superpose.jl", "superpose.activations",
-               "superpose.sae.base", "superpose.sae.relu", "superpose.sae.topk",
-               "superpose.sae.batchtopk", "superpose.sae.jumprelu", "superpose.sae.gated",
-               "superpose.sae.io", "superpose.sae.training", "superpose.sae.evaluation",
-               "superpose.sae.synthetic", "superpose.sae.splice", "superpose.sae.features",
-               "superpose.packing"]
+# Every jaxtyping shape annotation in the package is checked at run time, under pytest only.
+# The list is every module file of the package (found on disk, nothing imported yet, so the
+# import hook sees them all), less the config modules and the validators: their own
+# ValueErrors must be what a user sees (a beartype error on `n_instances=1.5` would hide the
+# message that names the rule).
+UNCHECKED = ("config", "train_config", "_validate")
+
+
+def _package_modules() -> list[str]:
+    import importlib.util
+    (root,) = importlib.util.find_spec("superpose").submodule_search_locations
+    out = []
+    for path in sorted(Path(root).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__" or parts[-1] in UNCHECKED:
+            continue
+        out.append(".".join(("superpose", *parts)))
+    return out
+
+
+TYPECHECKED = _package_modules()
 jaxtyping.install_import_hook(TYPECHECKED, "beartype.beartype")
 
 import pytest  # noqa: E402

@@ -75,7 +75,7 @@ def test_toy_correlated_quick(tmp_path):
     assert v["correlated_prefers_orthogonal"] and v["anticorrelated_prefers_antipodal"]
 
 
-def test_classify_2d_names_the_paper_shapes():
+def test_classify_2d_names_the_paper_shapes(user_errors):
     import math
 
     import torch

@@ -223,7 +223,7 @@ def test_a_processed_bridge_converts_to_its_processed_function():
     torch.testing.assert_close(back.blocks[0].ln1.w, torch.ones(16), atol=0, rtol=0)
 
 
-def test_post_ln_and_non_gpts_are_refused():
+def test_post_ln_and_non_gpts_are_refused(user_errors):
     with pytest.raises(ValueError, match=r"norm='post'.*pre-LN"):
         to_transformer_bridge(make(norm="post"))
     with pytest.raises(TypeError, match="superpose GPT"):

@@ -3,6 +3,8 @@ literal, nothing else: importing a module never adds or changes an entry."""
 
 from __future__ import annotations
 
+import torch
+
 from superpose import _validate as v
 from superpose.sae.base import SAE
 from superpose.sae.batchtopk import BatchTopKSAE
@@ -59,7 +61,7 @@ def get(name: str) -> type[SAE]:
     return ARCHITECTURES[name]
 
 
-def create(cfg: SAEConfig, *, device: str | None = None) -> SAE:
+def create(cfg: SAEConfig, *, device: str | torch.device | None = None) -> SAE:
     """A freshly initialised SAE of `cfg.architecture` (seeded by `cfg.seed`)."""
     if not isinstance(cfg, SAEConfig):
         raise TypeError(f"create takes an SAEConfig, got {type(cfg).__name__}")

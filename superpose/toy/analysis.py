@@ -67,7 +67,7 @@ def classify_2d(vectors: Float[Tensor, "n_features 2"], *, threshold: float = 0.
     pairs = _antipodal_pairs(cos, math.cos(math.radians(180 - tol_deg)))
     regular = all(abs(g - 360 / k) <= tol_deg for g in gaps)
 
-    def near(a: float, b: float) -> bool:
+    def near(a: float, b: float | int) -> bool:
         return abs(a - b) <= tol_deg
 
     if k == 2:
