@@ -27,7 +27,8 @@ demo: $(STAMP)
 # Two tiers: the suite on transformer-lens 4.x (.venv), then the interop tier against the real
 # sae-lens and transformer-lens 3.9 (.venv-saelens): tests/interop/ plus the TransformerLens
 # parity tests, which must hold on both major versions.
-INTEROP := tests/interop tests/test_tl_hooks.py tests/test_tl_activation_cache.py tests/test_gpt_tl.py
+INTEROP := tests/interop tests/test_tl_hooks.py tests/test_tl_activation_cache.py tests/test_gpt_tl.py \
+	tests/test_readme_tl.py
 test: $(STAMP) $(SAELENS_STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 	$(SAELENS_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q $(INTEROP)
