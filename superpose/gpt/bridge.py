@@ -61,6 +61,13 @@ from typing import Any
 import torch
 
 from superpose.gpt.config import GPTConfig
+from superpose.gpt.convert import (
+    check_tl_config,
+    gpt_config_from_tl,
+    refuse,
+    tl_config_checks,
+    tl_config_fields,
+)
 from superpose.gpt.model import GPT, _sinusoidal_table
 
 _ARCHITECTURE = "TransformerLensNative"
@@ -108,20 +115,10 @@ def transformer_bridge_config(cfg: GPTConfig, *, device: Any = None) -> Any:
     """The TransformerBridgeConfig of the same architecture (TransformerLens 4.x, native)."""
     _native()
     from transformer_lens.config import TransformerBridgeConfig
-    if cfg.norm == "post":
-        raise ValueError("norm='post' (LayerNorm after each residual add) has no "
-                         "TransformerBridge.boot_native equivalent (NativeBlock is pre-LN); "
-                         "convert a pre-LN or norm='none' GPT")
     return TransformerBridgeConfig(
-        d_model=cfg.d_model, d_head=cfg.d_head, n_layers=cfg.n_layers, n_ctx=cfg.n_ctx,
-        n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab,
-        act_fn=cfg.act, eps=cfg.ln_eps, normalization_type=cfg.normalization_type,
-        attn_only=cfg.attn_only, architecture=_ARCHITECTURE,
-        original_architecture="superpose.GPT", model_name="superpose-gpt",
-        positional_embedding_type="rotary" if cfg.positional == "rotary" else "standard",
-        rotary_dim=cfg.d_head if cfg.positional == "rotary" else None,
-        rotary_base=cfg.rotary_base, default_prepend_bos=False, tokenizer_prepends_bos=False,
-        init_weights=False, seed=cfg.seed, dtype=torch.float32,
+        **tl_config_fields(cfg, "TransformerBridge.boot_native", " (NativeBlock is pre-LN)"),
+        d_mlp=cfg.d_mlp, act_fn=cfg.act, architecture=_ARCHITECTURE,
+        model_name="superpose-gpt", tokenizer_prepends_bos=False,
         device=str(device) if device is not None else None,
     )
 
@@ -216,68 +213,36 @@ def to_transformer_bridge(model: GPT) -> Any:
     return bridge.train(model.training)
 
 
-def _refuse(field: str, value: Any, why: str) -> None:
-    raise ValueError(f"cannot convert this TransformerBridge: {field}={value!r} ({why}); our "
-                     f"GPT has pre-LN or no LayerNorm, exact GELU or ReLU MLPs, learned or "
-                     f"full-d_head rotary positions")
-
-
 def config_from_transformer_bridge(bridge: Any, *, seed: int = 0) -> GPTConfig:
     """Our GPTConfig for a TL-native TransformerBridge, or a ValueError naming the field (of
     its cfg or native model) that our GPT cannot express."""
     native = _native()
-    c = bridge.cfg
+    c, source = bridge.cfg, "TransformerBridge"
     m = bridge.original_model
     arch = getattr(c, "architecture", None)
     if arch != _ARCHITECTURE or not isinstance(m, native.NativeModel):
-        _refuse("architecture", arch, f"only {_ARCHITECTURE} (TransformerBridge.boot_native) "
-                f"bridges; the original model is a {type(m).__name__}")
+        refuse(source, "architecture", arch, f"only {_ARCHITECTURE} "
+               f"(TransformerBridge.boot_native) bridges; the original model is a "
+               f"{type(m).__name__}")
     norm_type = c.normalization_type.upper() if c.normalization_type else None
-    block0 = _unwrap(m.layers[0])
-    attn = _unwrap(block0.attn)
-    kind = (getattr(c, "positional_embedding_type", None) or "standard").lower()
-    checks = [
-        ("normalization_type", norm_type in ("LN", "LNPRE", None), "RMSNorm is not implemented"),
-        ("final_rms", not getattr(c, "final_rms", False), "RMSNorm is not implemented"),
-        ("gated_mlp", not c.gated_mlp, "the MLP is not gated"),
-        ("act_fn", c.attn_only or (c.act_fn or "gelu").lower() in ("gelu", "relu"),
-         "only the exact GELU ('gelu') and ReLU"),
-        ("n_key_value_heads", getattr(c, "n_key_value_heads", None) in (None, c.n_heads),
-         "grouped-query attention is not implemented"),
-        ("parallel_attn_mlp", not getattr(c, "parallel_attn_mlp", False),
-         "attention and MLP run in sequence here"),
+    act_fn = (c.act_fn or "gelu").lower()
+    attn = _unwrap(_unwrap(m.layers[0]).attn)
+    positional = (getattr(c, "positional_embedding_type", None) or "standard").lower()
+    check_tl_config(source, c, tl_config_checks(c, norm_type, act_fn, positional) + [
         ("attention_dir", getattr(c, "attention_dir", "causal") == "causal",
          "attention is causal"),
         ("attn_scale", math.isclose(attn.scale, math.sqrt(c.d_head), rel_tol=1e-9),
          f"scores are divided by sqrt(d_head)={math.sqrt(c.d_head):g}, this bridge divides "
          f"by {attn.scale:g}"),
-        ("attn_scores_soft_cap", getattr(c, "attn_scores_soft_cap", -1.0) <= 0,
-         "no attention soft-capping"),
-        ("output_logits_soft_cap", getattr(c, "output_logits_soft_cap", -1.0) <= 0,
-         "no logit soft-capping"),
-        ("d_vocab_out", getattr(c, "d_vocab_out", -1) in (-1, c.d_vocab),
-         "input and output vocabularies match"),
-        ("positional_embedding_type", kind in ("standard", "rotary"),
-         "only learned and rotary positions"),
-    ]
-    for field, ok, why in checks:
-        if not ok:
-            _refuse(field, getattr(c, field, None), why)
-    if kind == "rotary":
+    ])
+    if positional == "rotary":
         rotary = m.rotary
         if rotary.rotary_dim != c.d_head:
-            _refuse("rotary_dim", c.rotary_dim, f"the rotary covers all of d_head={c.d_head}")
-        scaling = getattr(c, "rope_scaling", None)
+            refuse(source, "rotary_dim", c.rotary_dim,
+                   f"the rotary covers all of d_head={c.d_head}")
         if rotary.position_scale != 1.0 or rotary.effective_base != float(c.rotary_base):
-            _refuse("rope_scaling", scaling, "no rope scaling")
-    return GPTConfig(
-        d_vocab=c.d_vocab, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
-        d_head=c.d_head, d_mlp=c.d_mlp if not c.attn_only else None, n_ctx=c.n_ctx,
-        attn_only=c.attn_only, norm="none" if norm_type is None else "pre",
-        positional="rotary" if kind == "rotary" else "learned",
-        act=(c.act_fn or "gelu").lower() if not c.attn_only else "gelu", ln_eps=c.eps,
-        rotary_base=float(getattr(c, "rotary_base", 10_000)), seed=seed,
-    )
+            refuse(source, "rope_scaling", getattr(c, "rope_scaling", None), "no rope scaling")
+    return gpt_config_from_tl(c, norm_type, act_fn, positional, seed=seed)
 
 
 def from_transformer_bridge(bridge: Any, *, device: Any = None) -> GPT:

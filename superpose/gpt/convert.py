@@ -41,22 +41,31 @@ def _hooked_transformer_classes() -> tuple[Any, Any]:
     return HookedTransformer, HookedTransformerConfig
 
 
+def tl_config_fields(cfg: GPTConfig, target: str, post_ln_why: str = "") -> dict[str, Any]:
+    """The config fields HookedTransformerConfig and TransformerBridgeConfig share, for our
+    architecture; `target` names the TL class in the post-LN refusal."""
+    if cfg.norm == "post":
+        raise ValueError(f"norm='post' (LayerNorm after each residual add) has no {target} "
+                         f"equivalent{post_ln_why}; convert a pre-LN or norm='none' GPT")
+    rotary = cfg.positional == "rotary"
+    return dict(
+        n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.n_ctx, d_head=cfg.d_head,
+        n_heads=cfg.n_heads, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab,
+        normalization_type=cfg.normalization_type, attn_only=cfg.attn_only, eps=cfg.ln_eps,
+        positional_embedding_type="rotary" if rotary else "standard",
+        rotary_dim=cfg.d_head if rotary else None, rotary_base=cfg.rotary_base,
+        default_prepend_bos=False, original_architecture="superpose.GPT", init_weights=False,
+        seed=cfg.seed, dtype=torch.float32,
+    )
+
+
 def hooked_transformer_config(cfg: GPTConfig, *, device: Any = None) -> Any:
     """The HookedTransformerConfig of the same architecture (TransformerLens 3.x)."""
     _, HTConfig = _hooked_transformer_classes()
-    if cfg.norm == "post":
-        raise ValueError("norm='post' (LayerNorm after each residual add) has no "
-                         "HookedTransformer equivalent; convert a pre-LN or norm='none' GPT")
     return HTConfig(
-        n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.n_ctx, d_head=cfg.d_head,
-        n_heads=cfg.n_heads, d_mlp=None if cfg.attn_only else cfg.d_mlp, d_vocab=cfg.d_vocab,
-        d_vocab_out=cfg.d_vocab, act_fn=None if cfg.attn_only else cfg.act,
-        normalization_type=cfg.normalization_type, attn_only=cfg.attn_only, eps=cfg.ln_eps,
-        positional_embedding_type="rotary" if cfg.positional == "rotary" else "standard",
-        rotary_dim=cfg.d_head if cfg.positional == "rotary" else None,
-        rotary_base=cfg.rotary_base, rotary_adjacent_pairs=False, default_prepend_bos=False,
-        original_architecture="superpose.GPT", init_weights=False, seed=cfg.seed,
-        device=str(device) if device is not None else "cpu", dtype=torch.float32,
+        **tl_config_fields(cfg, "HookedTransformer"),
+        d_mlp=None if cfg.attn_only else cfg.d_mlp, act_fn=None if cfg.attn_only else cfg.act,
+        rotary_adjacent_pairs=False, device=str(device) if device is not None else "cpu",
     )
 
 
@@ -82,33 +91,66 @@ def to_hooked_transformer(model: GPT) -> Any:
     return ht.to(model.device).train(model.training)
 
 
-def _refuse(field: str, value: Any, why: str) -> None:
-    raise ValueError(f"cannot convert this HookedTransformer: {field}={value!r} ({why}); our "
-                     f"GPT has pre-LN or no LayerNorm, exact GELU or ReLU MLPs, learned or "
-                     f"rotary (rotate-half, full d_head) positions")
+def refuse(source: str, field: str, value: Any, why: str) -> None:
+    raise ValueError(f"cannot convert this {source}: {field}={value!r} ({why}); our GPT has "
+                     f"pre-LN or no LayerNorm, exact GELU or ReLU MLPs, learned or full-d_head "
+                     f"rotary positions")
+
+
+def tl_config_checks(c: Any, norm_type: str | None, act_fn: str | None,
+                     positional: str) -> list[tuple[str, bool, str]]:
+    """(field, expressible, why) for what every TL config (HookedTransformer's, a native
+    TransformerBridge's) can hold that our GPT cannot; the converters add their own."""
+    return [
+        ("normalization_type", norm_type in ("LN", "LNPRE", None), "RMSNorm is not implemented"),
+        ("final_rms", not getattr(c, "final_rms", False), "RMSNorm is not implemented"),
+        ("gated_mlp", not getattr(c, "gated_mlp", False), "the MLP is not gated"),
+        ("act_fn", c.attn_only or act_fn in ("gelu", "relu"),
+         "only the exact GELU ('gelu') and ReLU"),
+        ("n_key_value_heads", getattr(c, "n_key_value_heads", None) in (None, c.n_heads),
+         "grouped-query attention is not implemented"),
+        ("parallel_attn_mlp", not getattr(c, "parallel_attn_mlp", False),
+         "attention and MLP run in sequence here"),
+        ("positional_embedding_type", positional in ("standard", "rotary"),
+         "only learned and rotary positions"),
+        ("d_vocab_out", getattr(c, "d_vocab_out", -1) in (-1, c.d_vocab),
+         "input and output vocabularies match"),
+        ("output_logits_soft_cap", getattr(c, "output_logits_soft_cap", -1.0) <= 0,
+         "no logit soft-capping"),
+        ("attn_scores_soft_cap", getattr(c, "attn_scores_soft_cap", -1.0) <= 0,
+         "no attention soft-capping"),
+    ]
+
+
+def check_tl_config(source: str, c: Any, checks: list[tuple[str, bool, str]]) -> None:
+    for field, ok, why in checks:
+        if not ok:
+            refuse(source, field, getattr(c, field, None), why)
+
+
+def gpt_config_from_tl(c: Any, norm_type: str | None, act_fn: str | None, positional: str,
+                       *, seed: int = 0) -> GPTConfig:
+    """Our GPTConfig for a TL config that passed the checks."""
+    return GPTConfig(
+        d_vocab=c.d_vocab, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
+        d_head=c.d_head, d_mlp=c.d_mlp if not c.attn_only else None, n_ctx=c.n_ctx,
+        attn_only=c.attn_only, norm="none" if norm_type is None else "pre",
+        positional="rotary" if positional == "rotary" else "learned",
+        act=act_fn if not c.attn_only else "gelu", ln_eps=c.eps,
+        rotary_base=float(getattr(c, "rotary_base", 10_000)), seed=seed,
+    )
 
 
 def config_from_hooked_transformer(ht_cfg: Any, *, seed: int = 0) -> GPTConfig:
     """Our GPTConfig for a HookedTransformerConfig, or a ValueError naming the field our GPT
     cannot express."""
-    c = ht_cfg
-    checks = [
-        ("normalization_type", c.normalization_type in ("LN", "LNPre", None),
-         "RMSNorm is not implemented"),
-        ("positional_embedding_type", c.positional_embedding_type in ("standard", "rotary"),
-         "only learned and rotary positions"),
-        ("act_fn", c.attn_only or c.act_fn in ("gelu", "relu"),
-         "only the exact GELU ('gelu') and ReLU"),
-        ("parallel_attn_mlp", not getattr(c, "parallel_attn_mlp", False),
-         "attention and MLP run in sequence here"),
-        ("gated_mlp", not getattr(c, "gated_mlp", False), "the MLP is not gated"),
-        ("n_key_value_heads", getattr(c, "n_key_value_heads", None) in (None, c.n_heads),
-         "grouped-query attention is not implemented"),
+    c, source = ht_cfg, "HookedTransformer"
+    norm_type = c.normalization_type.upper() if c.normalization_type else None
+    positional = c.positional_embedding_type
+    check_tl_config(source, c, tl_config_checks(c, norm_type, c.act_fn, positional) + [
         ("use_local_attn", not getattr(c, "use_local_attn", False), "attention is global"),
-        ("final_rms", not getattr(c, "final_rms", False), "RMSNorm is not implemented"),
         ("use_normalization_before_and_after",
          not getattr(c, "use_normalization_before_and_after", False), "one LN per sublayer"),
-        ("d_vocab_out", c.d_vocab_out in (-1, c.d_vocab), "input and output vocabularies match"),
         ("use_attn_scale", getattr(c, "use_attn_scale", True)
          and math.isclose(getattr(c, "attn_scale", math.sqrt(c.d_head)), math.sqrt(c.d_head)),
          "scores are divided by sqrt(d_head)"),
@@ -116,30 +158,17 @@ def config_from_hooked_transformer(ht_cfg: Any, *, seed: int = 0) -> GPTConfig:
          or "olmo" not in str(c.original_architecture).lower(),
          "OLMo's post-norm puts LN before the residual add"),
         ("attn_types", getattr(c, "attn_types", None) is None, "attention is global"),
-        ("output_logits_soft_cap", getattr(c, "output_logits_soft_cap", -1.0) <= 0,
-         "no logit soft-capping"),
-        ("attn_scores_soft_cap", getattr(c, "attn_scores_soft_cap", -1.0) <= 0,
-         "no attention soft-capping"),
-    ]
-    for field, ok, why in checks:
-        if not ok:
-            _refuse(field, getattr(c, field, None), why)
-    if c.positional_embedding_type == "rotary":
+    ])
+    if positional == "rotary":
         if c.rotary_dim != c.d_head:
-            _refuse("rotary_dim", c.rotary_dim, f"the rotary covers all of d_head={c.d_head}")
+            refuse(source, "rotary_dim", c.rotary_dim,
+                   f"the rotary covers all of d_head={c.d_head}")
         if getattr(c, "rotary_adjacent_pairs", False):
-            _refuse("rotary_adjacent_pairs", True, "rotary uses the rotate-half layout")
+            refuse(source, "rotary_adjacent_pairs", True, "rotary uses the rotate-half layout")
         scaling = getattr(c, "use_NTK_by_parts_rope", False)
         if scaling:
-            _refuse("use_NTK_by_parts_rope", scaling, "no rope scaling")
-    return GPTConfig(
-        d_vocab=c.d_vocab, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
-        d_head=c.d_head, d_mlp=c.d_mlp if not c.attn_only else None, n_ctx=c.n_ctx,
-        attn_only=c.attn_only, norm="none" if c.normalization_type is None else "pre",
-        positional="rotary" if c.positional_embedding_type == "rotary" else "learned",
-        act=c.act_fn if not c.attn_only else "gelu", ln_eps=c.eps,
-        rotary_base=float(getattr(c, "rotary_base", 10_000)), seed=seed,
-    )
+            refuse(source, "use_NTK_by_parts_rope", scaling, "no rope scaling")
+    return gpt_config_from_tl(c, norm_type, c.act_fn, positional, seed=seed)
 
 
 def from_hooked_transformer(ht: Any, *, device: Any = None) -> GPT:
