@@ -133,6 +133,10 @@ def test_forward_keywords():
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="return_type must be one of"):
         m(t, return_type="logprobs")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        m(t, bogus=None)
+    with pytest.raises(ValueError, match="past_kv_cache is not supported"):
+        m(t, past_kv_cache=object())
     with pytest.raises(ValueError, match="attention_mask is not supported"):
         m(t, attention_mask=torch.ones_like(t))
     with pytest.raises(ValueError, match=r"residual stream \[batch, pos, d_model=16\]"):

@@ -429,8 +429,7 @@ class GPT(HookedRootModule):
         """
         cfg = self.cfg
         for name, value in tl_kwargs.items():
-            if value is not None and name not in ("padding_side", "shortformer_pos_embed",
-                                                  "past_kv_cache"):
+            if name not in ("padding_side", "shortformer_pos_embed", "past_kv_cache"):
                 raise TypeError(f"GPT.forward() got an unexpected keyword argument {name!r}")
             if value is not None:
                 raise ValueError(f"GPT.forward: {name} is not supported (this GPT runs unpadded "
@@ -720,7 +719,7 @@ class GPT(HookedRootModule):
         if not 0 <= layer <= self.cfg.n_layers:
             raise ValueError(f"layer must lie in [0, n_layers={self.cfg.n_layers}], got {layer}")
         total = torch.zeros(self.cfg.d_model, device=self.device, dtype=self.W_E.dtype)
-        for block in self.blocks[:layer]:
+        for block in list(self.blocks)[:layer]:
             total = total + block.attn.b_O
             if include_mlp_biases and not self.cfg.attn_only:
                 total = total + block.mlp.b_out
@@ -783,13 +782,17 @@ class GPT(HookedRootModule):
         return out
 
 
+def _check_next_token(what: str, logits: Tensor, tokens: Tensor) -> None:
+    if logits.shape[:2] != tokens.shape or tokens.shape[1] < 2:
+        raise ValueError(f"{what} needs logits [batch, pos, d_vocab] and tokens [batch, pos] "
+                         f"with pos >= 2, got {list(logits.shape)} and {list(tokens.shape)}")
+
+
 def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
                    ) -> Float[Tensor, "batch pos_minus_1"]:
     """Cross-entropy of predicting tokens[:, t+1] from logits[:, t], per token [batch pos-1]
     (TransformerLens's `lm_cross_entropy_loss(..., per_token=True)`)."""
-    if logits.shape[:2] != tokens.shape or tokens.shape[1] < 2:
-        raise ValueError(f"per_token_loss needs logits [batch, pos, d_vocab] and tokens [batch, "
-                         f"pos] with pos >= 2, got {list(logits.shape)} and {list(tokens.shape)}")
+    _check_next_token("per_token_loss", logits, tokens)
     log_probs = logits[:, :-1].float().log_softmax(dim=-1)
     return -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
@@ -797,8 +800,6 @@ def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tenso
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
                     *, label_smoothing: float = 0.0) -> Float[Tensor, ""]:
     """Mean cross-entropy of predicting tokens[:, t+1] from logits[:, t]."""
-    if logits.shape[:2] != tokens.shape or tokens.shape[1] < 2:
-        raise ValueError(f"next_token_loss needs logits [batch, pos, d_vocab] and tokens [batch, "
-                         f"pos] with pos >= 2, got {list(logits.shape)} and {list(tokens.shape)}")
+    _check_next_token("next_token_loss", logits, tokens)
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                            tokens[:, 1:].reshape(-1), label_smoothing=label_smoothing)
