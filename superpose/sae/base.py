@@ -44,7 +44,6 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from superpose import _validate as v
-from superpose.hooks import is_hooked
 from superpose.sae.config import SAEConfig
 
 
@@ -386,9 +385,4 @@ def dense_from_sparse(values: Tensor, indices: Tensor, width: int) -> Tensor:
     out = values.new_zeros(*values.shape[:-1], width)
     return out.scatter(-1, indices, values)
 
-
-def hooked(point: HookPoint) -> bool:
-    """Whether any hook of any direction is attached (then the dense tensor must exist for it,
-    and a backward hook must see its gradient): `superpose.hooks.is_hooked`."""
-    return is_hooked(point)
 

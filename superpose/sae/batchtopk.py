@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from superpose.sae.base import SAE, Encoded, TrainStepOutput, hooked
+from superpose.hooks import is_hooked
+from superpose.sae.base import SAE, Encoded, TrainStepOutput
 from superpose.sae.sparse import batch_topk, decode_rows, pre_at
 from superpose.sae.topk import auxk_loss, check_dead_mask
 
@@ -45,7 +46,7 @@ class BatchTopKSAE(SAE):
                        extra={"values": top.values, "flat_indices": top.indices})
 
     def _decode_train(self, enc: Encoded) -> Tensor:
-        if not self.training or hooked(self.hook_sae_acts_post):
+        if not self.training or is_hooked(self.hook_sae_acts_post):
             return self.decode(enc.acts)
         # gather only the kept decoder rows: sort the kept entries by row, one bag per row
         d_sae = self.cfg.d_sae
@@ -66,8 +67,8 @@ class BatchTopKSAE(SAE):
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
         x = self.flatten_heads(x)
-        if not (self.training and torch.is_grad_enabled() and not hooked(self.hook_sae_acts_pre)
-                and not hooked(self.hook_sae_acts_post)):
+        if not (self.training and torch.is_grad_enabled() and not is_hooked(self.hook_sae_acts_pre)
+                and not is_hooked(self.hook_sae_acts_post)):
             out = super().training_forward(x, dead_mask=dead_mask,
                                            sparsity_coefficient=sparsity_coefficient)
             if self.training:

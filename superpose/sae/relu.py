@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from superpose.sae.base import SAE, Encoded, TrainStepOutput, hooked
+from superpose.hooks import is_hooked
+from superpose.sae.base import SAE, Encoded, TrainStepOutput
 from superpose.sae.sparse import csr_decode, csr_pre, encoder_pre, kept_entries
 
 # Fraction of [batch, d_sae] entries up to which a step runs sparse (CPU). Measured with
@@ -37,7 +38,7 @@ def sparse_step_ok(sae: SAE, x: Tensor) -> bool:
     """Whether `training_forward` may take the fast path (no latent hooks, autograd on, an
     input without a gradient of its own)."""
     return (torch.is_grad_enabled() and not x.requires_grad
-            and not hooked(sae.hook_sae_acts_pre) and not hooked(sae.hook_sae_acts_post))
+            and not is_hooked(sae.hook_sae_acts_pre) and not is_hooked(sae.hook_sae_acts_post))
 
 
 class PenalisedSAE(SAE):

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from superpose.sae.base import SAE, Encoded, TrainStepOutput, dense_from_sparse, hooked
+from superpose.hooks import is_hooked
+from superpose.sae.base import SAE, Encoded, TrainStepOutput, dense_from_sparse
 from superpose.sae.sparse import decode_rows, pre_at
 
 
@@ -79,20 +80,20 @@ class TopKSAE(SAE):
                        extra={"values": values, "indices": indices})
 
     def _decode_train(self, enc: Encoded) -> Tensor:
-        if hooked(self.hook_sae_acts_post):       # a hook may have changed the dense latents
+        if is_hooked(self.hook_sae_acts_post):       # a hook may have changed the dense latents
             return self.decode(enc.acts)
         return self.decode_sparse(enc.extra["values"], enc.extra["indices"])
 
     def forward(self, x: Tensor) -> Tensor:
-        if hooked(self.hook_sae_acts_post):
+        if is_hooked(self.hook_sae_acts_post):
             return super().forward(x)
         pre, _ = self._linear(x, self.b_enc)
         values, indices = self._select(self.hook_sae_acts_pre(pre))
         return self.hook_sae_output(self._like_input(self.decode_sparse(values, indices), x))
 
     def _fast_path(self) -> bool:
-        return (torch.is_grad_enabled() and not hooked(self.hook_sae_acts_pre)
-                and not hooked(self.hook_sae_acts_post))
+        return (torch.is_grad_enabled() and not is_hooked(self.hook_sae_acts_pre)
+                and not is_hooked(self.hook_sae_acts_post))
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
