@@ -25,6 +25,7 @@ if int(md.version("transformer-lens").split(".", 1)[0]) < 4:
     pytest.skip("superpose.gpt.bridge is for transformer-lens>=4", allow_module_level=True)
 pytest.importorskip("transformer_lens.model_bridge.sources.native")
 
+from tl_support import perturb  # noqa: E402
 from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
@@ -43,13 +44,7 @@ def make(**kw) -> GPT:
     """A GPT with non-trivial weights everywhere: LN gains and biases, every bias."""
     cfg = GPTConfig(**{"d_vocab": V, "n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8,
                        "d_mlp": 24, "n_ctx": N_CTX, "init_std": 0.3, **kw})
-    m = GPT(cfg, device="cpu").eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.rsplit(".", 1)[-1] in ("w", "b", "b_QKV", "b_O", "b_in", "b_out", "b_U"):
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
-    return m
+    return perturb(GPT(cfg, device="cpu").eval(), seed=1)
 
 
 def toks(batch: int = 3, pos: int = N_CTX) -> torch.Tensor:

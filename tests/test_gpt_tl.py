@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformer_lens
+from tl_support import perturb
 from transformer_lens import SVDInterpreter
 from transformer_lens import patching as tl_patching
 
@@ -23,12 +24,7 @@ except ImportError:
 def make(**kw) -> GPT:
     cfg = GPTConfig(**{"d_vocab": V, "n_layers": 2, "d_model": 16, "n_heads": 4, "n_ctx": 12,
                        "init_std": 0.3, **kw})
-    m = GPT(cfg, device="cpu").eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.rsplit(".", 1)[-1] in ("w", "b", "b_O", "b_in", "b_out", "b_U"):
-                p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
-    return m
+    return perturb(GPT(cfg, device="cpu").eval(), seed=1)
 
 
 def toks(batch: int = 2, pos: int = 12) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""Shared by the adapted TransformerLens tests (test_tl_hooks.py, test_tl_activation_cache.py):
-a HookedTransformer of our GPT's architecture, where TransformerLens still has the class, and
-random biases / LayerNorm weights so that no comparison passes by accident."""
+"""Shared by the TransformerLens parity tests (test_tl_*.py, test_gpt_tl.py, test_gpt_bridge.py,
+interop/test_hooked_transformer_parity.py): a HookedTransformer of our GPT's architecture, where
+TransformerLens still has the class, and random biases / LayerNorm weights so that no
+comparison passes by accident."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def randomize(model: torch.nn.Module, seed: int = 1, ln: bool = False) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
             elif ln and leaf == "w":
                 p.copy_(1 + torch.randn(p.shape, generator=gen) * 0.1)
+
+
+def perturb(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
+    """Add scale·N(0, 1) to every LayerNorm weight (w), LayerNorm bias (b) and bias (b_*), so
+    that a hook read before or after a weight cannot agree with its twin by accident."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("w", "b") or leaf.startswith("b_"):
+                p.add_(scale * torch.randn(p.shape, generator=gen))
+    return model

@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 import torch
+from tl_support import perturb
 from transformer_lens import HookedTransformer, HookedTransformerConfig, SVDInterpreter
 from transformer_lens import patching as tl_patching
 
@@ -23,13 +24,7 @@ def random_gpt(**kw) -> GPT:
     before or after a weight cannot agree by accident."""
     cfg = GPTConfig(**{"d_vocab": V, "n_layers": 2, "d_model": 16, "n_heads": 4, "n_ctx": CTX,
                        "d_mlp": 24, "init_std": 0.3, "seed": 3, **kw})
-    m = GPT(cfg, device="cpu").eval()
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.rsplit(".", 1)[-1] in ("w", "b", "b_QKV", "b_O", "b_in", "b_out", "b_U"):
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
-    return m
+    return perturb(GPT(cfg, device="cpu").eval(), seed=7)
 
 
 def tokens(batch: int = 3, pos: int = CTX, seed: int = 0) -> torch.Tensor:
