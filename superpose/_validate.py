@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -89,3 +90,186 @@ def finite_tensor(name: str, t: torch.Tensor) -> None:
         bad = (~torch.isfinite(t)).nonzero()[0].tolist()
         raise ValueError(f"{name} contains NaN or inf (first at index {bad}); "
                          "clean the input before passing it in")
+
+
+# ---- declared constraints ---------------------------------------------------------------------
+# Each config lists the rule of every field once, in a table beside its fields (as
+# scikit-learn's `_parameter_constraints` does), and `check_fields` enforces the table in
+# `__post_init__`. Rules that tie two fields together stay in `__post_init__`, after the table.
+
+class Rule:
+    """One field's constraint: `ok(value)` decides, `text` completes "<field> must be ...",
+    `convert` normalises an accepted value (int to float, list to tuple)."""
+
+    text: str = ""
+
+    def ok(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def convert(self, value: Any) -> Any:
+        return value
+
+    def __or__(self, other: Rule) -> Rule:
+        return AnyOf(self, other)
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _bounds(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+class Int(Rule):
+    """An int (not a bool) in [lo, hi]."""
+
+    def __init__(self, lo: int | None = None, hi: int | None = None) -> None:
+        self.lo, self.hi = lo, hi
+        if lo == 1 and hi is None:
+            self.text = "a positive integer"
+        elif lo == 0 and hi is None:
+            self.text = "a non-negative integer"
+        else:
+            self.text = f"an integer {_bounds(lo, hi, False, False)}".rstrip()
+
+    def ok(self, value: Any) -> bool:
+        return (isinstance(value, int) and not isinstance(value, bool)
+                and (self.lo is None or value >= self.lo)
+                and (self.hi is None or value <= self.hi))
+
+
+class Float(Rule):
+    """A finite real number (ints accepted, stored as float) within the given bounds:
+    `gt`/`ge` below, `lt`/`le` above. Infinity and NaN never pass."""
+
+    def __init__(self, *, gt: float | None = None, ge: float | None = None,
+                 lt: float | None = None, le: float | None = None) -> None:
+        self.lo, self.lo_open = (gt, True) if gt is not None else (ge, False)
+        self.hi, self.hi_open = (lt, True) if lt is not None else (le, False)
+        if gt == 0 and self.hi is None:
+            self.text = "a positive finite number"
+        elif ge == 0 and self.hi is None:
+            self.text = "a non-negative finite number"
+        else:
+            self.text = f"a finite number {_bounds(self.lo, self.hi, self.lo_open, self.hi_open)}"
+            self.text = self.text.rstrip()
+
+    def ok(self, value: Any) -> bool:
+        if not _is_number(value) or not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None
+                    and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def convert(self, value: Any) -> Any:
+        return float(value)
+
+
+class Choice(Rule):
+    """One of the given values; a near miss gets a "did you mean" hint."""
+
+    def __init__(self, *options: Any) -> None:
+        self.options = list(options)
+        self.text = f"one of {self.options}"
+
+    def ok(self, value: Any) -> bool:
+        return any(value == o and type(value) is type(o) for o in self.options)
+
+    def hint(self, value: Any) -> str:
+        close = difflib.get_close_matches(str(value), [str(o) for o in self.options], n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Bool(Rule):
+    text = "True or False"
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+class Str(Rule):
+    text = "a string"
+
+    def ok(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+
+class Const(Rule):
+    """Exactly this value (with `|`: `Float(gt=0) | Const(None)`)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.text = repr(value)
+
+    def ok(self, value: Any) -> bool:
+        return value is self.value if self.value is None else value == self.value
+
+
+class Pair(Rule):
+    """A tuple or list of exactly `n` values each passing `item`; stored as a tuple."""
+
+    def __init__(self, item: Rule, n: int = 2) -> None:
+        self.item, self.n = item, n
+        self.text = f"{'two' if n == 2 else n} values, each {item.text}"
+
+    def ok(self, value: Any) -> bool:
+        return (isinstance(value, (tuple, list)) and len(value) == self.n
+                and all(self.item.ok(x) for x in value))
+
+    def convert(self, value: Any) -> Any:
+        return tuple(self.item.convert(x) for x in value)
+
+
+class AnyOf(Rule):
+    """The first rule that accepts the value decides (and converts)."""
+
+    def __init__(self, *rules: Rule) -> None:
+        self.rules = rules
+        self.text = " or ".join(r.text for r in rules)
+
+    def ok(self, value: Any) -> bool:
+        return any(r.ok(value) for r in self.rules)
+
+    def convert(self, value: Any) -> Any:
+        return next(r for r in self.rules if r.ok(value)).convert(value)
+
+
+class Check(Rule):
+    """A rule from a predicate and its description (for what the others cannot say)."""
+
+    def __init__(self, ok: Callable[[Any], bool], text: str) -> None:
+        self._ok, self.text = ok, text
+
+    def ok(self, value: Any) -> bool:
+        try:
+            return bool(self._ok(value))
+        except (TypeError, ValueError):
+            return False
+
+
+def check_fields(cfg: Any, constraints: dict[str, Rule]) -> None:
+    """Enforce a config's table: every dataclass field must have exactly one rule (a table that
+    drifts from the fields is a bug, caught the first time the config is built), every value
+    must pass its rule, and accepted values are normalised in place (frozen or not)."""
+    names = [f.name for f in dataclasses.fields(cfg)]
+    missing = [n for n in names if n not in constraints]
+    extra = [n for n in constraints if n not in names]
+    if missing or extra:
+        raise TypeError(f"{type(cfg).__name__}'s constraint table is out of date: fields "
+                        f"without a rule {missing}, rules without a field {extra}")
+    for name in names:
+        rule, value = constraints[name], getattr(cfg, name)
+        if not rule.ok(value):
+            hint = rule.hint(value) if isinstance(rule, Choice) else ""
+            raise ValueError(f"{name} must be {rule.text}, got {value!r}{hint}")
+        new = rule.convert(value)
+        if new is not value:
+            object.__setattr__(cfg, name, new)
