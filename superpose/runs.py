@@ -188,3 +188,16 @@ def experiment_main(run_fn: Callable[..., dict[str, Any]], description: str,
     for key, value in summary.items():
         sys.stdout.write(f"  {key}: {value}\n")
     return metrics
+
+
+def check_state_shapes(where: str, expected: dict[str, Any], got: dict[str, Any]) -> None:
+    """Raise a ValueError naming what is missing, unexpected or of the wrong shape when the
+    tensors `got` (read from a file) do not fit the state dict `expected` (of the model)."""
+    want = {k: tuple(t.shape) for k, t in expected.items()}
+    have = {k: tuple(t.shape) for k, t in got.items()}
+    if want != have:
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        wrong = {k: (have[k], want[k]) for k in set(have) & set(want) if have[k] != want[k]}
+        raise ValueError(f"{where}: its weights do not fit the model (missing {missing}, "
+                         f"unexpected {extra}, shape file/model {wrong})")
