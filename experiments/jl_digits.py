@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from superpose import jl, plot, runs
+from superpose import _progress, jl, plot, runs
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     ks = jl.default_ks(n, d, eps=min(eps_values), n=cfg["grid_points"])
     sweeps = {}
     kinds = list(jl.KINDS)
-    try:
-        from tqdm.auto import tqdm
-        bar = tqdm(kinds, desc="jl sweep", disable=not progress)
-    except ImportError:                                    # pragma: no cover
-        bar = kinds
-    for kind in bar:
+    for kind in _progress.bar(kinds, progress=progress, desc="jl sweep"):
         sweeps[kind] = jl.sweep(X, kind=kind, ks=ks, trials=cfg["trials"], seed=seed)
     found: dict[tuple[str, float, str], jl.SmallestK] = {}
     for kind in kinds:

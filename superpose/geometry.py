@@ -266,18 +266,37 @@ def cosine_stats(V: Float[Tensor, "n d"], *, chunk: int | None = None) -> Cosine
     """Mean, std, mean |cos|, rms, max |cos| (coherence), min/max cos and the extreme angles of
     all pairs i < j, accumulated in float64 over row chunks."""
     U = unit_rows(V)
+    return unit_cosine_stats(U, rows=_chunk_rows(U.shape[0], chunk))
+
+
+def unit_cosine_stats(U: Float[Tensor, "n d"], *, rows: int) -> CosineStats:
+    """`cosine_stats` of rows that are already unit vectors (not checked, not renormalised: the
+    packing optimizer reports the exact iterate it returns), `rows` rows per block.
+
+    One pass over the upper triangle: each block is multiplied only against the rows after its
+    first one, so every pair is formed once, and the few pairs inside the block that are not
+    i < j are masked in a [rows, rows] corner rather than with an [rows, n] mask."""
     n, d = U.shape
+    if n < 2:
+        raise ValueError(f"cosine statistics need at least 2 vectors, got n={n}")
     s1 = s2 = sa = 0.0
     lo, hi, mx = math.inf, -math.inf, 0.0
-    for c in _pair_cosines(U, chunk):
-        if c.numel() == 0:
-            continue
-        c64 = c.double()
-        s1 += float(c64.sum())
-        s2 += float(c64.square().sum())
-        sa += float(c64.abs().sum())
-        lo, hi = min(lo, float(c.min())), max(hi, float(c.max()))
-        mx = max(mx, float(c.abs().max()))
+    for s in range(0, n - 1, rows):
+        e = min(s + rows, n)
+        b = e - s
+        c = U[s:e] @ U[s + 1:].T                          # row i = s + r, column j = s + 1 + k
+        inv = None
+        if b > 1:                                         # k < r is j <= i: not a pair i < j
+            inv = torch.ones(b, b - 1, dtype=torch.bool, device=U.device).tril_(-1)
+            c[:, :b - 1].masked_fill_(inv, 0.0)
+        a = c.abs()
+        mx = max(mx, float(a.amax()))
+        s1 += float(c.sum(dtype=torch.float64))
+        s2 += float(c.square().sum(dtype=torch.float64))
+        sa += float(a.sum(dtype=torch.float64))
+        if inv is not None:                               # c[0, 0] is a pair: neutral filler
+            c[:, :b - 1].masked_fill_(inv, float(c[0, 0]))
+        lo, hi = min(lo, float(c.amin())), max(hi, float(c.amax()))
     m = n * (n - 1) // 2
     mean = s1 / m
     deg = lambda x: math.degrees(math.acos(max(-1.0, min(1.0, x))))  # noqa: E731

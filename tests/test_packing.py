@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from superpose import geometry, packing
+from superpose.packing import optimizer
+from superpose.packing.adam import InPlaceAdam
 
 PHI = (1 + math.sqrt(5)) / 2
 
@@ -125,12 +127,39 @@ def test_blocked_gradient_and_statistics_equal_the_full_gram(n, rows):
     W = torch.exp(beta * (C.abs() - mu_ref)) * C.sign()
     G = torch.empty_like(U)
     buf = torch.empty(2 * rows * n, dtype=U.dtype)
-    mu = packing._dense_grad(U, G, buf, beta, mu_ref, rows)
+    mu = optimizer._dense_grad(U, G, buf, beta, mu_ref, rows)
     assert mu == pytest.approx(C.abs().max().item(), rel=1e-12)
     torch.testing.assert_close(G, W @ U, rtol=1e-10, atol=1e-12)
-    got, want = packing._cosine_stats(U, rows), geometry.cosine_stats(U)
+    got, want = geometry.unit_cosine_stats(U, rows=rows), geometry.cosine_stats(U, chunk=n)
     for k, x in dataclasses.asdict(want).items():     # as_dict()'s hint says all floats
         assert getattr(got, k) == pytest.approx(x, rel=1e-9, abs=1e-12), k
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_in_place_adam_matches_torch_adam(dtype):
+    """The fast path (moments in preallocated buffers, the gradient's memory reused for the
+    denominator) takes the same steps as torch.optim.Adam, the plain reference, under a
+    per-step learning rate; catches a wrong bias correction, eps placement or beta."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(40, 6, generator=g, dtype=dtype)
+    grads = [torch.randn(40, 6, generator=g, dtype=dtype) * 10.0 ** -k for k in range(12)]
+    lrs = [0.05 * (0.9 ** t) for t in range(len(grads))]
+    ours = start.clone()
+    fast = InPlaceAdam(ours)
+    ref = torch.nn.Parameter(start.clone())
+    opt = torch.optim.Adam([ref], lr=lrs[0], eps=1e-12, foreach=False)
+    for grad, lr in zip(grads, lrs):
+        fast.step(grad.clone(), lr)
+        opt.param_groups[0]["lr"] = lr
+        ref.grad = grad.clone()
+        opt.step()
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(ours, ref.detach(), rtol=tol, atol=tol)
+    assert not torch.equal(ours, start)
+    g0 = torch.randn(3, generator=g, dtype=dtype)
+    buf = g0.clone()
+    InPlaceAdam(torch.zeros(3, dtype=dtype)).step(buf, 0.1)
+    assert not torch.equal(buf, g0)                       # documented: the gradient is scratch
 
 
 def test_pack_descends_from_its_start_and_times_itself():
