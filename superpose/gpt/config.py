@@ -68,12 +68,30 @@ class GPTConfig:
     rotary_base: float = 10_000.0      # RoPE's frequency base (the paper's value)
     seed: int = 0
 
+    # Every field's rule, once (checked by `_validate.check_fields`, first thing in
+    # `__post_init__`); the rules that tie fields together follow it there.
+    _constraints: ClassVar[dict[str, v.Rule]] = {
+        "d_vocab": v.Int(1),
+        "n_layers": v.Int(1),
+        "d_model": v.Int(1),
+        "n_heads": v.Int(1),
+        "d_head": v.Int(1) | v.Const(None),
+        "d_mlp": v.Int(1) | v.Const(None),
+        "n_ctx": v.Int(1),
+        "attn_only": v.Bool(),
+        "dropout": v.Float(ge=0, lt=1),
+        "positional": v.Choice(*POSITIONALS),
+        "norm": v.Choice(*NORMS),
+        "act": v.Choice(*ACTS),
+        "tied_embeddings": v.Bool(),
+        "init_std": v.Float(gt=0),
+        "ln_eps": v.Float(gt=0),
+        "rotary_base": v.Float(gt=0),
+        "seed": v.Int(0),
+    }
+
     def __post_init__(self) -> None:
-        v.positive_int("d_vocab", self.d_vocab)
-        v.positive_int("n_layers", self.n_layers)
-        v.positive_int("d_model", self.d_model)
-        v.positive_int("n_heads", self.n_heads)
-        v.positive_int("n_ctx", self.n_ctx)
+        v.check_fields(self, self._constraints)
         if self.d_head is None:
             if self.d_model % self.n_heads:
                 raise ValueError(
@@ -82,29 +100,11 @@ class GPTConfig:
                     f"{[h for h in range(1, self.d_model + 1) if self.d_model % h == 0][:12]}"
                 )
             object.__setattr__(self, "d_head", self.d_model // self.n_heads)
-        v.positive_int("d_head", self.d_head)
         if self.d_mlp is None:
             object.__setattr__(self, "d_mlp", 4 * self.d_model)
-        v.positive_int("d_mlp", self.d_mlp)
-        for name in ("attn_only", "tied_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
-        v.choice("positional", self.positional, POSITIONALS)
-        v.choice("norm", self.norm, NORMS)
-        v.choice("act", self.act, ACTS)
-        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
-                or not 0 <= self.dropout < 1):
-            raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
-        v.positive_float("init_std", self.init_std)
-        v.positive_float("ln_eps", self.ln_eps)
-        v.positive_float("rotary_base", self.rotary_base)
-        v.non_negative_int("seed", self.seed)
         if self.positional == "rotary" and self.d_head % 2:
             raise ValueError(f"positional='rotary' rotates pairs of dimensions, so d_head must "
                              f"be even, got d_head={self.d_head}")
-        for name in ("dropout", "init_std", "ln_eps", "rotary_base"):
-            object.__setattr__(self, name, float(getattr(self, name)))
 
     # ---- TransformerLens's names for the same facts ------------------------------------------
     # TransformerLens's tools (ActivationCache.decompose_resid / apply_ln_to_stack,

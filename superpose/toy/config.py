@@ -8,10 +8,9 @@ features come in correlated or anticorrelated sets.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 from torch import Tensor
@@ -28,20 +27,45 @@ CORRELATIONS: tuple[str, ...] = ("independent", "correlated", "anticorrelated")
 Spec = Union[float, Sequence[float], Sequence[Sequence[float]]]
 
 
-def _freeze(x: Any) -> float | tuple:
-    """Lists become tuples so the config stays hashable and JSON-friendly."""
-    if isinstance(x, torch.Tensor):
-        x = x.tolist()
+def _freeze(x: Any) -> Any:
+    """Lists become tuples so the config stays hashable and JSON-friendly; tensors and numpy
+    arrays become (nested) tuples of floats; ints become floats."""
+    if isinstance(x, torch.Tensor) or (hasattr(x, "tolist") and not isinstance(x, (list, tuple))):
+        x = x.tolist()                             # tensors, numpy arrays and numpy scalars
     if isinstance(x, (list, tuple)):
         return tuple(_freeze(e) for e in x)
-    if hasattr(x, "tolist"):                      # numpy arrays and scalars
-        return _freeze(x.tolist())
-    return float(x)
+    return float(x) if isinstance(x, int) and not isinstance(x, bool) else x
 
 
-@dataclass(frozen=True)
+class _Spec(v.Rule):
+    """A number passing `item`, a flat list of them, or a nested list of such lists (rows of
+    numbers). Tensors and numpy arrays count as lists; the value is stored as floats in
+    (nested) tuples. How many entries each level needs depends on `n_features` and
+    `n_instances`, so `__post_init__` checks the shape after the table."""
+
+    def __init__(self, item: v.Rule) -> None:
+        self.item = item
+        self.text = f"{item.text}, or a list or nested list of them"
+
+    def ok(self, value: Any) -> bool:
+        try:
+            spec = _freeze(value)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        if not isinstance(spec, tuple):
+            return self.item.ok(spec)
+        if all(isinstance(row, tuple) for row in spec) and spec:
+            return all(self.item.ok(x) for row in spec for x in row)
+        return all(self.item.ok(x) for x in spec)
+
+    def convert(self, value: Any) -> Any:
+        return _freeze(value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToyConfig:
     """A batch of toy models: x ∈ R^n_features → h ∈ R^n_hidden → x' ∈ R^n_features.
+    Every field is keyword-only.
 
     variant:
       - "relu_out":   h = W x,        x' = ReLU(Wᵀh + b)   (the paper's main model)
@@ -68,24 +92,31 @@ class ToyConfig:
     set_size: int = 2
     init: Literal["xavier_normal", "normal"] = "xavier_normal"
 
+    # Every field's rule, once (checked by `_validate.check_fields`, first thing in
+    # `__post_init__`); the rules that tie fields together (list lengths against n_features and
+    # n_instances, sets against n_features) follow it there.
+    _constraints: ClassVar[dict[str, v.Rule]] = {
+        "n_features": v.Int(1),
+        "n_hidden": v.Int(1),
+        "n_instances": v.Int(1),
+        "variant": v.Choice(*VARIANTS),
+        "importance": _Spec(v.Float(ge=0)),
+        "feature_probability": _Spec(v.Float(gt=0, le=1)),
+        "correlation": v.Choice(*CORRELATIONS),
+        "set_size": v.Int(1),
+        "init": v.Choice("xavier_normal", "normal"),
+    }
+
     def __post_init__(self) -> None:
-        v.positive_int("n_features", self.n_features)
-        v.positive_int("n_hidden", self.n_hidden)
-        v.positive_int("n_instances", self.n_instances)
-        v.choice("variant", self.variant, VARIANTS)
-        v.choice("correlation", self.correlation, CORRELATIONS)
-        v.choice("init", self.init, ("xavier_normal", "normal"))
-        v.positive_int("set_size", self.set_size)
-        object.__setattr__(self, "importance", _freeze(self.importance))
-        object.__setattr__(self, "feature_probability", _freeze(self.feature_probability))
+        v.check_fields(self, self._constraints)
         imp = self.importance_tensor()
-        if not torch.isfinite(imp).all() or (imp < 0).any():
-            raise ValueError(f"importance must be finite and >= 0, got {self.importance!r}")
+        if not torch.isfinite(imp).all():           # float32 overflow (r**i with r > 1)
+            raise ValueError(f"importance must stay finite in float32 over {self.n_features} "
+                             f"features, got {self.importance!r}")
         p = self.probability_tensor()
-        if not torch.isfinite(p).all() or (p <= 0).any() or (p > 1).any():
-            raise ValueError(
-                f"feature_probability must lie in (0, 1], got {self.feature_probability!r}"
-            )
+        if (p <= 0).any():                          # float32 underflow
+            raise ValueError(f"feature_probability must stay > 0 in float32, "
+                             f"got {self.feature_probability!r}")
         if self.correlation != "independent":
             if self.set_size < 2:
                 raise ValueError(f"set_size must be >= 2 for {self.correlation} features, "
@@ -101,11 +132,10 @@ class ToyConfig:
                     f"of a set is on with probability p * set_size); got max p = {p.max():.3g} "
                     f"with set_size {self.set_size}"
                 )
-            if self.correlation != "independent":
-                ps = p.view(self.n_instances, -1, self.set_size)
-                if not torch.allclose(ps, ps[..., :1].expand_as(ps)):
-                    raise ValueError("features in one correlated/anticorrelated set must share "
-                                     "one feature_probability")
+            ps = p.view(self.n_instances, -1, self.set_size)
+            if not torch.allclose(ps, ps[..., :1].expand_as(ps)):
+                raise ValueError("features in one correlated/anticorrelated set must share "
+                                 "one feature_probability")
 
     # The tensors below are built on demand from the frozen specs (the config stays plain data).
     def importance_tensor(self) -> torch.Tensor:
@@ -121,29 +151,31 @@ class ToyConfig:
 
 def _broadcast(name: str, spec: float | tuple, n_inst: int, n_feat: int, *,
                per_feature_1d: bool) -> torch.Tensor:
+    """A spec that passed its `_Spec` rule, as a float32 [n_inst, n_feat] tensor; a list whose
+    length does not fit n_instances / n_features is refused here."""
     if isinstance(spec, float):
         if name == "importance":
-            if not math.isfinite(spec):
-                raise ValueError(f"importance must be finite, got {spec!r}")
             row = torch.tensor(spec, dtype=torch.float64) ** torch.arange(n_feat)
             return row.float().expand(n_inst, n_feat).clone()
         return torch.full((n_inst, n_feat), spec)
-    depth = 2 if spec and isinstance(spec[0], tuple) else 1
+    if spec and isinstance(spec[0], tuple):
+        lengths = sorted({len(row) for row in spec})
+        if (len(spec), lengths) != (n_inst, [n_feat]):
+            got = (f"[{len(spec)}][{lengths[0]}]" if len(lengths) == 1
+                   else f"{len(spec)} rows of lengths {lengths}")
+            raise ValueError(f"{name} given as a nested list must have shape "
+                             f"[n_instances={n_inst}][n_features={n_feat}], got {got}")
+        return torch.tensor(spec, dtype=torch.float32)
     t = torch.tensor(spec, dtype=torch.float32)
-    if depth == 1:
-        want = n_feat if per_feature_1d else n_inst
-        what = "n_features" if per_feature_1d else "n_instances"
-        if t.numel() != want:
-            raise ValueError(
-                f"{name} given as a flat list must have {what}={want} entries, got {t.numel()}; "
-                f"pass a float, a list of {want}, or a nested [{n_inst}][{n_feat}] list"
-            )
-        return (t.expand(n_inst, n_feat) if per_feature_1d else t[:, None].expand(n_inst, n_feat)
-                ).clone()
-    if tuple(t.shape) != (n_inst, n_feat):
-        raise ValueError(f"{name} given as a nested list must have shape "
-                         f"[n_instances={n_inst}][n_features={n_feat}], got {list(t.shape)}")
-    return t
+    want = n_feat if per_feature_1d else n_inst
+    what = "n_features" if per_feature_1d else "n_instances"
+    if t.numel() != want:
+        raise ValueError(
+            f"{name} given as a flat list must have {what}={want} entries, got {t.numel()}; "
+            f"pass a float, a list of {want}, or a nested [{n_inst}][{n_feat}] list"
+        )
+    return (t.expand(n_inst, n_feat) if per_feature_1d else t[:, None].expand(n_inst, n_feat)
+            ).clone()
 
 
 Schedule = Literal["constant", "warmup", "cosine"]
