@@ -102,7 +102,7 @@ def test_train_config_validation_and_unknown_override():
     with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
         toy.TrainConfig(steps=0)
     with pytest.raises(ValueError, match="schedule must be one of"):
-        toy.TrainConfig(schedule="linear")
+        toy.TrainConfig(schedule="linaer")
     with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['step'\].*did you "
                                          r"mean 'steps'"):
         toy.train(toy.ToyModel(toy.ToyConfig(), device="cpu"), step=10)
@@ -114,5 +114,5 @@ def test_lr_schedules():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    warm = toy.TrainConfig(steps=100, lr=1.0, schedule="warmup", warmup_steps=4)
+    warm = toy.TrainConfig(steps=100, lr=1.0, schedule="constant", warmup_steps=4)
     assert [toy.lr_at(s, warm) for s in (0, 3, 50)] == pytest.approx([0.25, 1.0, 1.0])
