@@ -33,9 +33,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
+import bursts  # noqa: E402  (benchmarks/bursts.py: a script's folder is on the path)
 import einops  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -56,66 +56,9 @@ def sweep_config() -> toy.ToyConfig:
                          variant="relu_out", importance=0.9, feature_probability=density)
 
 
-# ---------------------------------------------------------------- burst scheduling (threads)
+# ---------------------------------------------------------------- parking inside toy.train
 
-class Contender:
-    """Runs `body(self)` in a thread; `body` calls `self.tick()` before every step, and the
-    thread parks at burst boundaries until the scheduler lets it run the next burst."""
-
-    def __init__(self, name: str, body: Callable[[Contender], None], bounds: list[int],
-                 threads: int) -> None:
-        self.name, self.body, self.threads = name, body, threads
-        self.steps = bounds[-1]
-        self.bounds = set(bounds[:-1])   # step counts at which a burst ends (not the last)
-        self.sizes = [b - a for a, b in zip([0, *bounds[:-1]], bounds)]
-        self.times: list[float] = []
-        self.count = 0
-        self.t_start = 0.0
-        self.go, self.done = threading.Event(), threading.Event()
-        self.error: BaseException | None = None
-        self.final_loss: torch.Tensor | None = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _park(self) -> None:
-        self.done.set()
-        self.go.wait()
-        self.go.clear()
-        self.t_start = time.perf_counter()
-
-    def tick(self) -> None:
-        if self.count in self.bounds:
-            self.times.append(time.perf_counter() - self.t_start)
-            self._park()
-        self.count += 1
-
-    def _run(self) -> None:
-        torch.set_num_threads(self.threads)
-        try:
-            # Untimed warm-up on a throwaway copy (first-call kernel and allocator set-up).
-            self.body(Contender(self.name, self.body, [WARMUP], self.threads))
-            self._park()                 # wait for the first burst (setup is not timed)
-            self.body(self)
-            self.times.append(time.perf_counter() - self.t_start)
-        except BaseException as e:       # reported by the scheduler
-            self.error = e
-        self.done.set()
-
-    def start(self) -> None:
-        self.thread.start()
-        self.done.wait()
-
-    def run_burst(self) -> None:
-        self.done.clear()
-        self.go.set()
-        self.done.wait()
-        if self.error is not None:
-            raise RuntimeError(f"{self.name} failed") from self.error
-
-    def rates(self) -> list[float]:
-        return [n / t for n, t in zip(self.sizes, self.times)]
-
-
-_by_thread: dict[int, Contender] = {}
+_by_thread: dict[int, bursts.Parked | bursts.Unparked] = {}
 _original_generate_batch = training_mod.generate_batch
 
 
@@ -129,8 +72,8 @@ def _ticking_generate_batch(*args, **kwargs):
 # ---------------------------------------------------------------- contenders
 
 def superpose_body(cfg: toy.ToyConfig, init: dict[str, torch.Tensor],
-                   analytic: bool) -> Callable[[Contender], None]:
-    def body(c: Contender) -> None:
+                   analytic: bool) -> Callable[[bursts.Parked | bursts.Unparked], None]:
+    def body(c: bursts.Parked | bursts.Unparked) -> None:
         steps = c.steps
         _by_thread[threading.get_ident()] = c
         model = toy.ToyModel(cfg)
@@ -138,14 +81,14 @@ def superpose_body(cfg: toy.ToyConfig, init: dict[str, torch.Tensor],
         res = toy.train(model, steps=steps, batch_size=BATCH, lr=LR, log_every=LOG_EVERY,
                         analytic_grad=analytic, progress=False, seed=0)
         assert res.extra["analytic_grad"] == analytic
-        c.final_loss = res.loss[res.steps_logged >= steps - TAIL].mean(0)
+        c.final_loss = res.loss[res.history.series("step") > steps - TAIL].mean(0)
     return body
 
 
 def reference_body(cfg: toy.ToyConfig, init: dict[str, torch.Tensor]
-                   ) -> Callable[[Contender], None]:
+                   ) -> Callable[[bursts.Parked | bursts.Unparked], None]:
     """ARENA 3.0 (chapter 1.3.1) style: parameters, batches, forward, loss, autograd, AdamW."""
-    def body(c: Contender) -> None:
+    def body(c: bursts.Parked | bursts.Unparked) -> None:
         steps = c.steps
         W = torch.nn.Parameter(init["W"].clone())               # [inst, hidden, feats]
         b_final = torch.nn.Parameter(init["b_final"].clone())   # [inst, feats]
@@ -197,18 +140,20 @@ def main() -> None:
     rounds = args.rounds or (5 if args.quick else max(2, round(steps / 500)))
     rounds = min(rounds, steps)
     torch.set_num_threads(args.threads)
-    bounds = [steps * (r + 1) // rounds for r in range(rounds)]
+    sizes = bursts.even_bursts(steps, rounds)
 
     cfg = sweep_config()
     init = {k: v.detach().clone() for k, v in toy.ToyModel(cfg, seed=0).state_dict().items()}
     training_mod.generate_batch = _ticking_generate_batch
+    def contender(name: str, body: Callable[..., None]) -> bursts.Parked:
+        # Untimed warm-up on a throwaway copy (first-call kernel and allocator set-up).
+        return bursts.Parked(name, body, sizes, threads=args.threads,
+                             warmup=lambda: body(bursts.Unparked(WARMUP)))
+
     contenders = [
-        Contender("superpose toy.train", superpose_body(cfg, init, True), bounds,
-                  args.threads),
-        Contender("superpose analytic_grad=False", superpose_body(cfg, init, False),
-                  bounds, args.threads),
-        Contender("reference (ARENA-style)", reference_body(cfg, init), bounds,
-                  args.threads),
+        contender("superpose toy.train", superpose_body(cfg, init, True)),
+        contender("superpose analytic_grad=False", superpose_body(cfg, init, False)),
+        contender("reference (ARENA-style)", reference_body(cfg, init)),
     ]
     print(f"toy speed: {N_FEATURES} features -> {N_HIDDEN} hidden, {N_INST} instances, "
           f"batch {BATCH}, {steps} steps in {rounds} rounds of ~{steps // rounds}; "
@@ -217,15 +162,13 @@ def main() -> None:
     try:
         for c in contenders:
             c.start()
-        for r in range(rounds):
-            for c in contenders:
-                c.run_burst()
-            print(f"  round {r + 1:2d}/{rounds}: " + "  ".join(
-                f"{c.rates()[-1]:7.0f}" for c in contenders) + "  steps/s", flush=True)
+        bursts.run_rounds(contenders, rounds, rotate=False, after_round=lambda r: print(
+            f"  round {r + 1:2d}/{rounds}: " + "  ".join(
+                f"{c.rates()[-1]:7.0f}" for c in contenders) + "  steps/s", flush=True))
     finally:
         training_mod.generate_batch = _original_generate_batch
     for c in contenders:
-        c.thread.join()
+        c.join()
         assert c.count == steps and len(c.times) == rounds, (c.name, c.count, len(c.times))
 
     A, A2, B = contenders
@@ -237,9 +180,8 @@ def main() -> None:
         print(f"{c.name:32s} {med[c.name]:9.0f} {min(rates):8.0f} {max(rates):8.0f} "
               f"{sum(c.times):8.2f} {steps / sum(c.times):9.0f}")
 
-    def paired(x: Contender, y: Contender) -> tuple[float, float]:
-        per_round = [a / b for a, b in zip(x.rates(), y.rates())]
-        return med[x.name] / med[y.name], statistics.median(per_round)
+    def paired(x: bursts.Parked, y: bursts.Parked) -> tuple[float, float]:
+        return med[x.name] / med[y.name], bursts.paired(x.rates(), y.rates())[0]
 
     for x, y in [(A, B), (A2, B), (A, A2)]:
         rm, mr = paired(x, y)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superpose import gpt
-from superpose.gpt import checkpoint as ckpt_io
+from superpose.train import checkpoint as ckpt_io
 from superpose.gpt.corpus import TokenDataset
 from superpose.gpt.training import (
     GPTTrainConfig,
@@ -114,17 +114,19 @@ def assert_same_run(a, b, wa, wb, atol=0.0):
 
 @pytest.mark.parametrize("kw, message", [
     (dict(steps=0), r"steps must be a positive integer, got 0"),
-    (dict(schedule="linear"),
-     r"schedule must be one of \['cosine', 'inverse_sqrt', 'constant'\], got 'linear'"),
+    (dict(schedule="linaer"),
+     r"schedule must be one of \['constant', 'cosine', 'linear', 'inverse_sqrt'\], got "
+     r"'linaer' \(did you mean 'linear'\?\)"),
     (dict(precision="fp16"), r"precision must be one of \['auto', 'fp32', 'bf16'\], got 'fp16'"),
     (dict(batch_size=10, grad_accum=4),
      r"batch_size \(10\) must be divisible by grad_accum \(4\).*one of \[1, 2, 5, 10\]"),
     (dict(steps=10, warmup_steps=20), r"warmup_steps \(20\) must not exceed steps \(10\)"),
-    (dict(grad_clip=0), r"grad_clip must be a positive max norm, got 0; pass grad_clip=None"),
-    (dict(label_smoothing=1.0), r"label_smoothing must lie in \[0, 1\), got 1.0"),
-    (dict(betas=(0.9, 1.0)), r"betas must be two numbers in \[0, 1\), got \(0.9, 1.0\)"),
-    (dict(min_lr_ratio=2), r"min_lr_ratio must lie in \[0, 1\], got 2"),
-    (dict(lr=-1), r"lr must be a positive number, got -1"),
+    (dict(grad_clip=0), r"grad_clip must be a positive finite max norm, or None to turn clipping "
+         r"off, got 0"),
+    (dict(label_smoothing=1.0), r"label_smoothing must be a finite number in \[0, 1\), got 1.0"),
+    (dict(betas=(0.9, 1.0)), r"betas must be two values, each a finite number in \[0, 1\), got \(0.9, 1.0\)"),
+    (dict(min_lr_ratio=2), r"min_lr_ratio must be a finite number in \[0, 1\], got 2"),
+    (dict(lr=-1), r"lr must be a positive finite number, got -1"),
     (dict(decay_embeddings="no"), r"decay_embeddings must be True or False, got 'no'"),
 ])
 def test_config_rejects_bad_values(user_errors, kw, message):
@@ -207,15 +209,15 @@ def test_training_learns_the_bigram_and_validates(data, val_data):
     r = train(model, data, steps=150, batch_size=16, lr=3e-2, warmup_steps=10,
               val_data=val_data, val_every=50, val_batches=4, log_every=10, **quiet())
     h = r.history
-    assert h.steps == [1, *range(10, 151, 10)]
-    assert h.val_steps == [50, 100, 150]
-    assert h.train_loss[0] > 2.0                   # about ln(11) = 2.4 and worse at init
+    assert h.step == [1, *range(10, 151, 10)]
+    assert h.val_step == [50, 100, 150]
+    assert h.loss[0] > 2.0                   # about ln(11) = 2.4 and worse at init
     # The floor: 7/8 of next tokens are fixed, 1/8 uniform over 11 -> entropy ~0.6 nats.
     assert r.final_loss < 0.8 and h.val_loss[-1] < 0.8
     assert h.val_loss[-1] == pytest.approx(
         evaluate(model, val_data, batches=4, batch_size=16), abs=1e-6)
-    assert len(h.lr) == len(h.grad_norm) == len(h.seconds) == len(h.steps)
-    assert r.steps_logged.tolist() == h.steps and r.loss.shape == (len(h.steps),)
+    assert len(h.lr) == len(h.grad_norm) == len(h.seconds) == len(h.step)
+    assert r.history.series("loss").shape == (len(h.step),)
 
 
 def test_train_leaves_the_global_rng_alone(data):
@@ -230,9 +232,9 @@ def test_bf16_autocast_on_cpu(data):
     r32 = train(small_gpt(), data, steps=3, batch_size=8, log_every=1, **quiet())
     r16 = train(small_gpt(), data, steps=3, batch_size=8, log_every=1, precision="bf16",
                 **quiet())
-    assert all(math.isfinite(x) for x in r16.history.train_loss)
-    assert r16.history.train_loss == pytest.approx(r32.history.train_loss, abs=0.05)
-    assert r16.history.train_loss != r32.history.train_loss        # it did run in bf16
+    assert all(math.isfinite(x) for x in r16.history.loss)
+    assert r16.history.loss == pytest.approx(r32.history.loss, abs=0.05)
+    assert r16.history.loss != r32.history.loss        # it did run in bf16
 
 
 def test_label_smoothing_enters_the_training_loss_only(data):
@@ -242,7 +244,7 @@ def test_label_smoothing_enters_the_training_loss_only(data):
         logits = model(x).flatten(0, 1)
     r = train(model, data, steps=1, batch_size=8, label_smoothing=0.2, val_data=data,
               val_batches=1, **quiet())
-    assert r.history.train_loss[0] == pytest.approx(
+    assert r.history.loss[0] == pytest.approx(
         float(F.cross_entropy(logits, y.flatten(), label_smoothing=0.2)), abs=1e-5)
     assert r.history.val_loss[0] == pytest.approx(
         evaluate(model, data, batches=1, batch_size=8), abs=1e-6)  # plain cross-entropy
@@ -363,7 +365,7 @@ def test_checkpoint_files_hold_no_pickle(tmp_path, data):
     marker = json.loads((folder / "checkpoint.json").read_text())
     assert marker["step"] == 2 and marker["tokens"] == 2 * 4 * 8
     assert set(marker["files"]) == names - {"checkpoint.json"}
-    ck = ckpt_io.read_checkpoint(folder)
+    ck = ckpt_io.read_checkpoint(folder, gpt.training.CHECKPOINT_FORMAT)
     assert set(ck.rng) == {"data", "cpu.0"}
     assert {k.rsplit(".", 1)[-1] for k in _keys(folder / "optimizer.safetensors")} == {
         "step", "exp_avg", "exp_avg_sq"}
@@ -435,7 +437,8 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, data, mo
         train(Tiny(), data, steps=4, batch_size=4, checkpoint_every=2, out=tmp_path,
               **quiet())
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-00000002"]
-    ckpt_io.read_checkpoint(tmp_path / "checkpoint-00000002")       # intact
+    ckpt_io.read_checkpoint(tmp_path / "checkpoint-00000002",
+                            gpt.training.CHECKPOINT_FORMAT)       # intact
 
 
 def test_keep_checkpoints(tmp_path, data):
@@ -467,7 +470,7 @@ def test_torchrun_two_processes_match_one(tmp_path, root):
     two = json.loads((tmp_path / "gpt_train" / "ddp" / "metrics.json").read_text())
     one = gpt_train.main([*args, "--out", str(tmp_path), "--name", "one"])
     assert two["summary"]["processes"] == 2 and one["summary"]["processes"] == 1
-    for key in ("train_loss", "grad_norm", "val_loss", "lr", "tokens"):
+    for key in ("loss", "grad_norm", "val_loss", "lr", "tokens"):
         assert two["history"][key] == pytest.approx(one["history"][key], abs=1e-5), key
     w1 = gpt.GPT.load(tmp_path / "gpt_train" / "one" / "model")
     w2 = gpt.GPT.load(tmp_path / "gpt_train" / "ddp" / "model")

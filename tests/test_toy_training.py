@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from superpose import geometry, toy
-from superpose.toy import training
+from superpose.toy import analytic
 
 
 def _grads(model, x):
@@ -24,8 +24,8 @@ def test_closed_form_gradient_equals_autograd(variant, shape):
         m.b_final.normal_(0, 0.3)        # so some outputs sit below the ReLU's kink
     x = toy.generate_batch(cfg, 128, generator=1, device="cpu")
     want_loss, want = _grads(m, x)
-    step = training._AnalyticStep(m, cfg.importance_tensor())
-    assert step.block == (inst * f <= training.BLOCK_DIAGONAL_MAX)
+    step = analytic.AnalyticStep(m, cfg.importance_tensor())
+    assert step.block == (inst * f <= analytic.BLOCK_DIAGONAL_MAX)
     with torch.no_grad():
         got_loss = step(x, want_loss=True)
     torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-7)
@@ -114,8 +114,9 @@ def test_history_shape_and_bad_data(user_errors):
     cfg = toy.ToyConfig(n_instances=2, feature_probability=[1, 0.5])
     m = toy.ToyModel(cfg, device="cpu")
     res = toy.train(m, steps=25, log_every=10, batch_size=32, progress=False)
-    assert res.steps_logged.tolist() == [0, 10, 20, 24]
+    assert res.history.step == [1, 10, 20, 25]
     assert res.loss.shape == (4, 2) and res.final_loss.shape == (2,)
+    assert len(res.history.lr) == len(res.history.seconds) == 4
     with pytest.raises(ValueError, match="data ran out after 2 batches"):
         toy.train(m, steps=5, data=[torch.rand(4, 2, 5)] * 2, progress=False)
     with pytest.raises(ValueError, match=r"batch 0 has shape \[4, 5\]; expected \[batch, "

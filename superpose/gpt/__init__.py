@@ -1,7 +1,6 @@
 """Small GPTs: config, a TransformerLens-hooked model, generation, next-token loss, training."""
 
 from superpose.gpt.bridge import from_transformer_bridge, to_transformer_bridge
-from superpose.gpt.checkpoint import latest_checkpoint
 from superpose.gpt.config import GPTConfig
 from superpose.gpt.convert import from_hooked_transformer, to_hooked_transformer
 from superpose.gpt.corpus import Corpus, TokenDataset, load_corpus, load_text_files
@@ -22,6 +21,7 @@ from superpose.gpt.tokenizers import (
     load_tokenizer,
 )
 from superpose.gpt.training import GPTTrainConfig, GPTTrainResult, TrainHistory, evaluate, train
+from superpose.train.checkpoint import latest_checkpoint
 
 __all__ = ["GPT", "GPTConfig", "next_token_loss", "per_token_loss", "to_hooked_transformer",
            "from_hooked_transformer", "to_transformer_bridge", "from_transformer_bridge",

@@ -44,7 +44,8 @@ Randomness. Dropout draws from torch's global RNG. `train` works inside
 it returns. The data generator's and each process's dropout RNG state go into every
 checkpoint, which is why a resumed run repeats an uninterrupted one exactly.
 
-Checkpoints (`out=`): see `superpose.gpt.checkpoint`. Every `checkpoint_every` steps and at the
+Checkpoints (`out=`): see `superpose.train.checkpoint` (the format and the resume rule of
+every trainer). Every `checkpoint_every` steps and at the
 end; only rank 0 writes; `out` already holding checkpoints is an error unless `resume=True`.
 """
 
@@ -63,26 +64,27 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from superpose import _progress
 from superpose import _validate as v
-from superpose import runs
-from superpose.gpt import checkpoint as ckpt_io
 from superpose.gpt import distributed as dist_
 from superpose.gpt.corpus import TokenDataset
 from superpose.gpt.train_config import (
     PRECISIONS,
     RESUMABLE_CHANGES,
-    SCHEDULES,
     GPTTrainConfig,
     GPTTrainResult,
     Precision,
     Schedule,
     TrainHistory,
-    lr_at,
 )
+from superpose.train import checkpoint as ckpt_io
+from superpose.train.optim import adam
+from superpose.train.schedule import SCHEDULES, lr_at, should_log
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "superpose.gpt.checkpoint/1"
 
 __all__ = ["PRECISIONS", "SCHEDULES", "GPTTrainConfig", "GPTTrainResult", "Precision",
            "Schedule", "TrainHistory", "evaluate", "forward_backward", "lr_at",
@@ -116,12 +118,7 @@ def param_groups(model: nn.Module, cfg: GPTTrainConfig) -> tuple[list[dict], lis
 
 def make_optimizer(model: nn.Module, cfg: GPTTrainConfig) -> tuple[torch.optim.AdamW, list[str]]:
     groups, names = param_groups(model, cfg)
-    kw = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    # The fused kernel does the update in one pass (CPU and CUDA); else the multi-tensor one.
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kw), names
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, foreach=True, **kw), names
+    return adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps), names
 
 
 def _use_bf16(cfg: GPTTrainConfig, dev: torch.device) -> bool:
@@ -299,17 +296,10 @@ def _dropout_seed(seed: int, rank: int) -> int:
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: GPTTrainConfig, where: Path) -> None:
-    now = runs.to_jsonable(cfg)
-    diff = {k: (saved.get(k), now[k]) for k in now
-            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]}
-    if diff:
-        pretty = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"checkpoint {where} was trained with a different config ({pretty}); "
-                         f"resume with the same settings (only {list(RESUMABLE_CHANGES)} may "
-                         "change) or train into a new out folder")
-    if saved.get("steps") != cfg.steps and cfg.schedule == "cosine":
-        log.warning("resuming with steps=%d instead of %s: the cosine schedule is stretched "
-                    "from here on", cfg.steps, saved.get("steps"))
+    ckpt_io.check_resume_config(saved, cfg, where, RESUMABLE_CHANGES)
+    if saved.get("steps") != cfg.steps and cfg.schedule != "constant":
+        log.warning("resuming with steps=%d instead of %s: the %s schedule is stretched "
+                    "from here on", cfg.steps, saved.get("steps"), cfg.schedule)
 
 
 def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]],
@@ -328,8 +318,6 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
     cfg = v.replace_config(cfg if cfg is not None else GPTTrainConfig(), overrides)
     if not isinstance(model, nn.Module):
         raise TypeError(f"train takes an nn.Module, got {type(model).__name__}")
-    if not isinstance(resume, bool):
-        raise ValueError(f"resume must be True or False, got {resume!r}")
     world = dist_.current()
     if cfg.batch_size % (cfg.grad_accum * world.world_size):
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by grad_accum "
@@ -340,22 +328,14 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
     if world.distributed and dev.type == "cuda":
         torch.cuda.set_device(dev)       # nccl collectives run on the current device
     out = Path(out) if out is not None else None
-    if resume and out is None:
-        raise ValueError("resume=True needs out=..., the folder holding the checkpoints")
 
     # Read and check the checkpoint before anything is changed (model, files).
     saved = None
-    if out is not None:
-        latest = dist_.broadcast_object(ckpt_io.latest_checkpoint(out) if world.is_main
-                                        else None)
-        if latest is not None and not resume:
-            raise ValueError(f"{out} already holds checkpoints (newest: {Path(latest).name}); "
-                             "pass resume=True to continue that run, or choose a new out folder")
-        if latest is not None:
-            saved = ckpt_io.read_checkpoint(latest)
-            _check_resume_config(saved.train_config, cfg, saved.path)
-        elif resume:
-            log.info("no checkpoint in %s yet: starting from step 0", out)
+    latest = ckpt_io.resume_point(out, resume)         # every process: the same checks
+    latest = dist_.broadcast_object(latest if world.is_main else None)
+    if latest is not None:
+        saved = ckpt_io.read_checkpoint(latest, CHECKPOINT_FORMAT)
+        _check_resume_config(saved.train_config, cfg, saved.path)
     if saved is not None:
         ckpt_io.check_matches_model(saved, model, param_groups(model, cfg)[1])
     model.to(dev)
@@ -366,7 +346,7 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
     batches = _Batches(data, cfg)
     history = TrainHistory.from_dict(saved.history) if saved is not None else TrainHistory()
     start = saved.step if saved is not None else 0
-    tokens = saved.tokens if saved is not None else 0
+    tokens = int(saved.meta["tokens"]) if saved is not None else 0
     seconds_before = saved.seconds if saved is not None else 0.0
     if saved is not None:
         batches.restore(saved.rng.get("data"), start)
@@ -380,8 +360,8 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
     last_ckpt: Path | None = None
     was_training = model.training
 
-    bar = tqdm(total=cfg.steps, initial=min(start, cfg.steps), desc="gpt", leave=False,
-               disable=not (progress and world.is_main))
+    bar = _progress.bar(total=cfg.steps, initial=min(start, cfg.steps), desc="gpt",
+                        leave=False, progress=progress and world.is_main)
     t0 = time.perf_counter()
     tokens_before = tokens
     with torch.random.fork_rng(devices=[dev.index] if dev.type == "cuda" else []):
@@ -392,9 +372,9 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
                 torch.cuda.set_rng_state(saved.rng[cuda_key], dev)
         else:
             if saved is not None:
-                log.warning("checkpoint %s has no RNG state for rank %d (it ran on %d "
+                log.warning("checkpoint %s has no RNG state for rank %d (it ran on %s "
                             "processes): dropout masks of this process are seeded afresh",
-                            saved.path, world.rank, saved.world_size)
+                            saved.path, world.rank, saved.meta.get("world_size"))
             _seed_rng(_dropout_seed(cfg.seed, world.rank), dev)
         model.train()
         try:
@@ -414,26 +394,23 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
                     model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else math.inf)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                if s == 1 or s % cfg.log_every == 0 or s == cfg.steps:
+                if should_log(s, cfg.steps, cfg.log_every):
                     loss_value = float(dist_.all_reduce_mean_(loss))
                     if not math.isfinite(loss_value) and world.is_main:
                         log.warning("training loss is %s at step %d; lower lr, add warm-up or "
                                     "clip gradients", loss_value, s)
-                    history.steps.append(s)
-                    history.train_loss.append(loss_value)
-                    history.lr.append(lr)
-                    history.grad_norm.append(float(norm))
-                    history.tokens.append(tokens)
-                    history.seconds.append(seconds_before + time.perf_counter() - t0)
+                    history.record(step=s, loss=loss_value, lr=lr, grad_norm=float(norm),
+                                   tokens=tokens,
+                                   seconds=seconds_before + time.perf_counter() - t0)
                     bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
                 if val_data is not None and (s == cfg.steps or (
                         cfg.val_every and s % cfg.val_every == 0)):
                     val = evaluate(model, val_data, batches=cfg.val_batches,
                                    batch_size=cfg.val_batch_size or cfg.batch_size,
                                    chunk_size=val_chunk, bf16=bf16)
-                    history.val_steps.append(s)
+                    history.val_step.append(s)
                     history.val_loss.append(val)
-                    bar.set_postfix(loss=f"{history.train_loss[-1]:.4g}", val=f"{val:.4g}",
+                    bar.set_postfix(loss=f"{history.loss[-1]:.4g}", val=f"{val:.4g}",
                                     refresh=False)
                 if out is not None and (s == cfg.steps or (
                         cfg.checkpoint_every and s % cfg.checkpoint_every == 0)):
@@ -455,7 +432,7 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
                                 saved.path if saved is not None else None))
     if world.is_main:
         log.info("trained %d steps in %.1fs (%.0f tokens/s); loss %.4g%s", done, seconds,
-                 tok_s, result.final_loss if history.train_loss else float("nan"),
+                 tok_s, result.final_loss,
                  f", val {result.final_val_loss:.4g}" if history.val_loss else "")
     return result
 
@@ -469,9 +446,14 @@ def _save(out: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer, na
     cuda_all = dist_.gather_tensors(cuda) if cuda is not None else [None] * world.world_size
     path = out / ckpt_io.checkpoint_name(step)
     if world.is_main:
+        rng = {f"cpu.{r}": s for r, s in enumerate(cpu_all)}
+        rng.update({f"cuda.{r}": s for r, s in enumerate(cuda_all) if s is not None})
+        if batches.state() is not None:
+            rng["data"] = batches.state()
         path = ckpt_io.save_checkpoint(
-            out, step, model=model, optimizer=opt, param_names=names, train_config=cfg,
-            history=history.to_dict(), data_state=batches.state(), rng_cpu=cpu_all,
-            rng_cuda=cuda_all, tokens=tokens, seconds=seconds, keep=cfg.keep_checkpoints)
+            out, step, format=CHECKPOINT_FORMAT, model=model, optimizer=opt,
+            param_names=names, train_config=cfg, history=history.to_dict(), rng=rng,
+            seconds=seconds, meta={"tokens": tokens, "world_size": world.world_size},
+            keep=cfg.keep_checkpoints)
     dist_.barrier()
     return path

@@ -1,10 +1,10 @@
-"""Training curves: the loss history a `train(...)` call returns.
+"""Training curves: the loss history any `train(...)` call returns.
 
-Two kinds of result are drawn:
-  - a toy `TrainResult`: `steps_logged` [n] and `loss` [n, inst], one line per instance, the
-    importance-weighted MSE on log-y axes;
-  - a GPT `GPTTrainResult`: its `history` holds the per-batch training cross-entropy and the
-    periodic validation loss (`val_steps`, `val_loss`), drawn as a line and as dots.
+Every trainer's result has the shape of `superpose.train.TrainResult`: `history.step` [n] and
+`history.loss` [n] or, for the toy models, [n, instances]. Per-instance losses are drawn one
+line per instance on log-y axes; one loss per step as a line, plus, when the history has
+them (GPT), the periodic validation losses (`val_step`, `val_loss`) as dots. The y label is
+the history's `LOSS_LABEL`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -23,37 +22,38 @@ from superpose.plot._common import figure_and_axes
 from superpose.plot.toy import feature_colors
 
 LINESTYLES = ("-", "--", ":", "-.")
-TOY_YLABEL = "loss (importance-weighted MSE)"
-GPT_YLABEL = "cross-entropy (nats/token)"
 
 
 def _history(result: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps [n], loss [n, inst]) from anything with `steps_logged` and `loss`."""
-    if not (hasattr(result, "steps_logged") and hasattr(result, "loss")):
-        raise ValueError(f"{name} must be a TrainResult (with steps_logged and loss), "
-                         f"got {type(result).__name__}")
-    steps = torch.as_tensor(result.steps_logged).detach().cpu().double().numpy()
-    loss = torch.as_tensor(result.loss).detach().cpu().double().numpy()
+    """(steps [n], loss [n, inst]) from a training result's history."""
+    history = getattr(result, "history", None)
+    if not (hasattr(history, "step") and hasattr(history, "loss")):
+        raise ValueError(f"{name} must be a training result (with history.step and "
+                         f"history.loss, as every superpose trainer returns), got "
+                         f"{type(result).__name__}")
+    steps = np.asarray(history.step, dtype=float)
+    loss = np.asarray(history.loss, dtype=float)
     if loss.ndim == 1:
         loss = loss[:, None]
     if steps.ndim != 1 or loss.ndim != 2 or loss.shape[0] != steps.shape[0]:
-        raise ValueError(f"{name}: loss must be [n_logged, n_instances] matching steps_logged "
-                         f"[n_logged], got loss {list(loss.shape)} and steps_logged "
-                         f"{list(steps.shape)}")
+        raise ValueError(f"{name}: history.loss must be [n_logged] or [n_logged, n_instances] "
+                         f"matching history.step [n_logged], got loss {list(loss.shape)} and "
+                         f"step {list(steps.shape)}")
     if loss.shape[0] == 0:
         raise ValueError(f"{name} has an empty loss history")
     return steps, loss
 
 
-def _is_gpt(result: Any) -> bool:
-    """A GPT training result: its `history` carries validation losses."""
-    history = getattr(result, "history", None)
-    return hasattr(history, "val_loss") and hasattr(history, "val_steps")
+def _per_instance(result: Any) -> bool:
+    """Toy results: one loss per instance at every logged step."""
+    loss = result.history.loss
+    return bool(loss) and isinstance(loss[0], (list, tuple))
 
 
 def _val_history(result: Any) -> tuple[np.ndarray, np.ndarray]:
     h = result.history
-    return np.asarray(h.val_steps, dtype=float), np.asarray(h.val_loss, dtype=float)
+    return (np.asarray(getattr(h, "val_step", []), dtype=float),
+            np.asarray(getattr(h, "val_loss", []), dtype=float))
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -69,18 +69,18 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
                 ax: Axes | None = None, log: bool | None = None, smooth: int = 1,
                 title: str | None = None, val: bool = True) -> Figure:
-    """Loss against step.
+    """Loss against step, for the result of any superpose trainer (toy, GPT, SAE).
 
     `result_or_results` is one training result or a dict name -> result, all of one kind:
-      - toy `TrainResult`s (`steps_logged` [n], `loss` [n, inst]): one line per instance,
-        "importance-weighted MSE"; with a dict each run gets its own line style and
-        instances share colours. `labels` name the instances (e.g. their feature densities).
-      - GPT `GPTTrainResult`s: the per-batch training cross-entropy as a line and, with
-        `val=True`, the validation loss as dots joined by a line (same colour, darker);
+      - per-instance losses (toy models): one line per instance; with a dict each run gets
+        its own line style and instances share colours. `labels` name the instances (e.g.
+        their feature densities).
+      - one loss per step (GPT, SAE): the per-batch training loss as a line and, with
+        `val=True`, validation losses where the history has them as dots joined by a line;
         with a dict each run gets its own colour. `labels` (one entry) renames a single run.
-    `log`: log-y axes (default: yes for toy results, no for GPT results, whose cross-entropy
-    spans less than a decade). `smooth`: a moving-average window over logged training points
-    (per-batch losses are noisy); validation points are never smoothed.
+    `log`: log-y axes (default: for per-instance losses, and for any loss spanning more than
+    a decade; a GPT's cross-entropy spans less). `smooth`: a moving-average window over logged
+    training points (per-batch losses are noisy); validation points are never smoothed.
     """
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         raise ValueError(f"smooth must be a positive integer (window in logged points), "
@@ -93,13 +93,16 @@ def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
         results = {"": result_or_results}
     runs = {k: _history(r, f"result_or_results[{k!r}]" if k else "result_or_results")
             for k, r in results.items()}
-    kinds = {_is_gpt(r) for r in results.values()}
+    kinds = {type(r.history) for r in results.values()}
     if len(kinds) > 1:
-        raise ValueError("result_or_results mixes toy TrainResults and GPT training results; "
-                         "draw each kind in its own figure (pass ax= to share one)")
-    gpt = kinds.pop()
+        raise ValueError(f"result_or_results mixes results of different trainers "
+                         f"({sorted(k.__name__ for k in kinds)}); draw each kind in its own "
+                         "figure (pass ax= to share one)")
+    per_instance = any(_per_instance(r) for r in results.values())
+    ylabel = getattr(kinds.pop(), "LOSS_LABEL", "training loss")
     if log is None:
-        log = not gpt
+        every = np.concatenate([loss.ravel() for _, loss in runs.values()])
+        log = per_instance or bool(every.min() > 0 and every.max() > 10 * every.min())
     n_inst = max(loss.shape[1] for _, loss in runs.values())
     if labels is not None:
         labels = [str(s) for s in labels]
@@ -107,14 +110,14 @@ def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
             raise ValueError(f"labels must have one entry per instance ({n_inst}), "
                              f"got {len(labels)}")
     fig, a = figure_and_axes(ax, figsize=(5.5, 3.5))
-    if gpt:
-        _draw_gpt(a, results, runs, labels=labels, smooth=smooth, val=val)
+    if per_instance:
+        _draw_instances(a, runs, labels=labels, smooth=smooth, n_inst=n_inst)
     else:
-        _draw_toy(a, runs, labels=labels, smooth=smooth, n_inst=n_inst)
+        _draw_scalar(a, results, runs, labels=labels, smooth=smooth, val=val)
     if log:
         a.set_yscale("log")
     a.set_xlabel("step")
-    a.set_ylabel(GPT_YLABEL if gpt else TOY_YLABEL)
+    a.set_ylabel(ylabel)
     if title:
         a.set_title(title)
     for side in ("top", "right"):
@@ -133,7 +136,7 @@ def _legend(a: Axes, handles: list, names: list, *, inside: bool = False) -> Non
                  loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def _draw_toy(a: Axes, runs: dict[str, tuple[np.ndarray, np.ndarray]], *,
+def _draw_instances(a: Axes, runs: dict[str, tuple[np.ndarray, np.ndarray]], *,
               labels: list[str] | None, smooth: int, n_inst: int) -> None:
     colors = feature_colors(n_inst)
     for r, (steps, loss) in enumerate(runs.values()):
@@ -152,7 +155,7 @@ def _draw_toy(a: Axes, runs: dict[str, tuple[np.ndarray, np.ndarray]], *,
     _legend(a, handles, names)
 
 
-def _draw_gpt(a: Axes, results: dict[str, Any], runs: dict[str, tuple[np.ndarray, np.ndarray]],
+def _draw_scalar(a: Axes, results: dict[str, Any], runs: dict[str, tuple[np.ndarray, np.ndarray]],
               *, labels: list[str] | None, smooth: int, val: bool) -> None:
     single = len(runs) == 1
     palette = colormaps["tab10"]

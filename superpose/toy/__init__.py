@@ -3,7 +3,14 @@
 from superpose.toy.config import ToyConfig
 from superpose.toy.data import generate_batch, make_generator
 from superpose.toy.model import ToyModel
-from superpose.toy.training import TrainConfig, TrainResult, loss_per_instance, lr_at, target, train
+from superpose.toy.training import (
+    TrainConfig,
+    TrainResult,
+    loss_per_instance,
+    lr_at,
+    target,
+    train,
+)
 
 __all__ = [
     "ToyConfig", "ToyModel", "TrainConfig", "TrainResult", "generate_batch", "loss_per_instance",

@@ -9,11 +9,10 @@ features come in correlated or anticorrelated sets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
 import torch
-from torch import Tensor
 
 from superpose import _validate as v
 
@@ -176,65 +175,3 @@ def _broadcast(name: str, spec: float | tuple, n_inst: int, n_feat: int, *,
         )
     return (t.expand(n_inst, n_feat) if per_feature_1d else t[:, None].expand(n_inst, n_feat)
             ).clone()
-
-
-Schedule = Literal["constant", "warmup", "cosine"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 10_000
-    batch_size: int = 1024
-    lr: float = 1e-3
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    # torch's AdamW default, as in Anthropic's reference notebook.
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Schedule = "constant"
-    warmup_steps: int = 0        # linear warm-up from 0 (for "warmup" and "cosine")
-    min_lr_ratio: float = 0.0    # "cosine" decays to lr * min_lr_ratio
-    log_every: int = 10          # record the per-instance loss every N steps
-    seed: int = 0                # seeds the data stream (the init is seeded by the model)
-    analytic_grad: bool = True   # closed-form gradient where it exists (see module docstring)
-
-    def __post_init__(self) -> None:
-        v.positive_int("steps", self.steps)
-        v.positive_int("batch_size", self.batch_size)
-        v.positive_float("lr", self.lr)
-        v.choice("optimizer", self.optimizer, ("adamw", "adam"))
-        v.non_negative_float("weight_decay", self.weight_decay)
-        v.choice("schedule", self.schedule, ("constant", "warmup", "cosine"))
-        v.non_negative_int("warmup_steps", self.warmup_steps)
-        v.positive_int("log_every", self.log_every)
-        v.non_negative_int("seed", self.seed)
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps "
-                             f"({self.steps})")
-
-
-@dataclass
-class TrainResult:
-    """What a run produced. `loss` is [n_logged, n_instances], recorded at `steps_logged`."""
-
-    steps_logged: Tensor
-    loss: Tensor
-    lr: Tensor
-    seconds: float
-    config: TrainConfig
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def final_loss(self) -> Tensor:
-        """Per-instance loss averaged over the last 5% of the logged points (less noisy than
-        the last batch alone)."""
-        k = max(1, len(self.loss) // 20)
-        return self.loss[-k:].mean(0)
-
-    @property
-    def steps_per_second(self) -> float:
-        return self.config.steps / self.seconds if self.seconds > 0 else float("inf")

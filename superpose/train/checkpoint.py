@@ -1,26 +1,34 @@
-"""Training checkpoints: complete or absent, never unpickled, checked against the model.
+"""Training checkpoints, one format for every trainer: complete or absent, verified, never
+unpickled.
 
 A checkpoint is one folder `<out>/checkpoint-<step, 8 digits>/` holding
 
-    config.json          the model's config (when the model has a dataclass `cfg`), so that
-    model.safetensors    `GPT.load(folder)` opens a checkpoint like any saved model
-    train_config.json    the GPTTrainConfig of the run
+    config.json          the model's config (when it has a dataclass `cfg`), so that the
+    model.safetensors    model class's `load(folder)` opens a checkpoint like a saved model
+    train_config.json    the trainer's config
     optimizer.safetensors + optimizer.json
-                         every optimizer-state tensor (Adam's moments and step counts) under
-                         "state.<param index>.<key>"; param groups, scalars and the parameter
-                         names in JSON
-    rng.safetensors      "data": the data-sampling generator; "cpu.<rank>" / "cuda.<rank>":
-                         the global RNG each process draws dropout from
-    history.json         the TrainHistory so far
-    checkpoint.json      written last: format, step, tokens, seconds, world size, model class
-                         and the SHA-256 of every other file
+                         every optimizer-state tensor under "state.<param index>.<key>"; param
+                         groups, scalars and the parameter names in JSON
+    rng.safetensors      generator states (data order, dropout, resampling: the trainer's)
+    state.safetensors    other tensors the trainer keeps between steps (optional)
+    history.json         the history so far
+    checkpoint.json      written last: the trainer's format name, step, seconds, the model
+                         class, the trainer's own counters and the SHA-256 of every other file
 
-The folder is written under a temporary name in `<out>` and renamed into place in one
-`os.replace`, so a crash leaves either the whole checkpoint or none of it (plus a
-`.tmp-checkpoint-*` folder that is ignored). Older checkpoints are deleted only after the new
-one is in place. Reading verifies every hash before anything is used: a corrupt or truncated
-file, a config that does not match the model, or a missing file is a ValueError that names it,
-and nothing on disk is changed.
+Writing: the folder is built under a temporary name in `<out>`, every file fsynced, and renamed
+into place in one `os.replace`, so a crash leaves the whole checkpoint or none of it (plus a
+`.tmp-*` folder that is ignored). Rewriting a step that exists moves the old folder aside to
+`.swap-checkpoint-<step>` first and deletes it only after the new one is in place; readers
+take a swap folder whose checkpoint is missing as that checkpoint, so at no moment is there
+no valid checkpoint on disk. Older checkpoints are deleted only after the new one is in place.
+
+Reading verifies the marker and every hash before anything is used: a corrupt, truncated or
+missing file is a ValueError that names it, and nothing on disk is changed.
+
+Resuming (`resume_point`), the one rule of all trainers: `out` holding checkpoints without
+`resume=True` is an error (it would be overwritten); `resume=True` continues from the newest;
+`resume=True` with none there starts from step 0 and says so in the log, so the same command
+both starts a run and continues it after an interruption.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,14 +53,16 @@ from superpose import runs
 
 log = logging.getLogger(__name__)
 
-FORMAT = "superpose.gpt.checkpoint/1"
 MARKER = "checkpoint.json"
 PREFIX = "checkpoint-"
-_NAME = re.compile(r"^checkpoint-(\d{8})$")
+SWAP_PREFIX = ".swap-"
+_NAME = re.compile(r"^(?:\.swap-)?checkpoint-(\d{8})$")
 TRAIN_CONFIG_FILE = "train_config.json"
 OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer.json")
 RNG_FILE = "rng.safetensors"
+STATE_FILE = "state.safetensors"
 HISTORY_FILE = "history.json"
+REQUIRED = (runs.WEIGHTS_FILE, TRAIN_CONFIG_FILE, *OPTIMIZER_FILES, RNG_FILE, HISTORY_FILE)
 
 
 def checkpoint_name(step: int) -> str:
@@ -60,27 +70,63 @@ def checkpoint_name(step: int) -> str:
 
 
 def list_checkpoints(out: str | Path) -> list[Path]:
-    """Complete checkpoint folders in `out` (those with their marker), oldest first."""
+    """Complete checkpoint folders in `out` (those with their marker), oldest first. A folder
+    set aside by an interrupted rewrite counts when its step has no other folder."""
     out = Path(out)
     if not out.is_dir():
         return []
-    found = []
+    found: dict[int, Path] = {}
     for p in out.iterdir():
         m = _NAME.match(p.name)
-        if m and p.is_dir():
-            if (p / MARKER).is_file():
-                found.append((int(m.group(1)), p))
-            else:
-                log.warning("ignoring %s: it has no %s (not written by this trainer, or "
+        if not m or not p.is_dir():
+            continue
+        if not (p / MARKER).is_file():
+            if not p.name.startswith(SWAP_PREFIX):
+                log.warning("ignoring %s: it has no %s (not written by a superpose trainer, or "
                             "edited by hand)", p, MARKER)
-    return [p for _, p in sorted(found)]
+            continue
+        step = int(m.group(1))
+        if step not in found or not p.name.startswith(SWAP_PREFIX):
+            found[step] = p
+    return [found[s] for s in sorted(found)]
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:
-    """The newest complete checkpoint folder in `out`, or None. `GPT.load(path)` opens its
-    weights; `train(..., out=out, resume=True)` continues from it."""
+    """The newest complete checkpoint folder in `out`, or None."""
     found = list_checkpoints(out)
     return found[-1] if found else None
+
+
+def resume_point(out: Path | None, resume: bool) -> Path | None:
+    """The checkpoint a run continues from under the one resume rule (module docstring)."""
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume must be True or False, got {resume!r}")
+    if out is None:
+        if resume:
+            raise ValueError("resume=True needs out=..., the folder holding the checkpoints")
+        return None
+    latest = latest_checkpoint(out)
+    if latest is not None and not resume:
+        raise ValueError(f"{out} already holds checkpoints (newest: {latest.name}); pass "
+                         "resume=True to continue that run, or choose a new out folder")
+    if latest is None and resume:
+        log.info("no checkpoint in %s yet: starting from step 0", out)
+    return latest
+
+
+def check_resume_config(saved: dict[str, Any], cfg: Any, where: Path,
+                        resumable: Iterable[str]) -> None:
+    """The config a run resumes with must be the checkpoint's, except the fields in
+    `resumable`, which do not change the trajectory (how often to log, checkpoint, ...)."""
+    resumable = tuple(resumable)
+    now = runs.to_jsonable(cfg)
+    diff = {k: (saved.get(k), now[k]) for k in now
+            if k not in resumable and saved.get(k) != now[k]}
+    if diff:
+        pretty = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"checkpoint {where} was trained with a different config ({pretty}); "
+                         f"resume with the same settings (only {list(resumable)} may change) "
+                         "or train into a new out folder")
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -113,7 +159,7 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def model_config(model: nn.Module) -> dict[str, Any] | None:
-    """The model's `cfg` as JSON values, when it has a dataclass config (GPT does)."""
+    """The model's `cfg` as JSON values, when it has a dataclass config."""
     cfg = getattr(model, "cfg", None)
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return runs.to_jsonable(cfg)
@@ -157,12 +203,13 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(out: str | Path, step: int, *, model: nn.Module,
+def save_checkpoint(out: str | Path, step: int, *, format: str, model: nn.Module,
                     optimizer: torch.optim.Optimizer, param_names: list[str],
-                    train_config: Any, history: Any, data_state: torch.Tensor | None,
-                    rng_cpu: list[torch.Tensor], rng_cuda: list[torch.Tensor | None],
-                    tokens: int, seconds: float, keep: int = 1) -> Path:
-    """Write the checkpoint of `step` into `out` atomically; keep the newest `keep`."""
+                    train_config: Any, history: Any, rng: dict[str, torch.Tensor],
+                    seconds: float, state: dict[str, torch.Tensor] | None = None,
+                    meta: dict[str, Any] | None = None, keep: int = 1) -> Path:
+    """Write the checkpoint of `step` into `out` atomically; keep the newest `keep`.
+    `format` names the trainer ("superpose.gpt.checkpoint/1"); `meta` holds its counters."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".tmp-{checkpoint_name(step)}-"))
@@ -176,23 +223,21 @@ def save_checkpoint(out: str | Path, step: int, *, model: nn.Module,
         opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict(), param_names)
         _save_tensors(tmp / OPTIMIZER_FILES[0], opt_tensors)
         _write_json(tmp / OPTIMIZER_FILES[1], opt_meta)
-        rng = {f"cpu.{r}": s for r, s in enumerate(rng_cpu)}
-        rng.update({f"cuda.{r}": s for r, s in enumerate(rng_cuda) if s is not None})
-        if data_state is not None:
-            rng["data"] = data_state
         _save_tensors(tmp / RNG_FILE, rng)
+        if state:
+            _save_tensors(tmp / STATE_FILE, state)
         _write_json(tmp / HISTORY_FILE, history)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         _write_json(tmp / MARKER, {
-            "format": FORMAT, "step": step, "tokens": tokens, "seconds": seconds,
-            "world_size": len(rng_cpu), "model_class": type(model).__name__,
-            "torch": torch.__version__, "files": files})
+            "format": format, "step": step, "seconds": seconds, **(meta or {}),
+            "model_class": type(model).__name__, "torch": torch.__version__, "files": files})
         os.chmod(tmp, 0o755)             # mkdtemp makes it private
-        if final.exists():               # the same step again: swap the old one out first
-            trash = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-replaced-"))
-            os.replace(final, trash / final.name)
+        if final.exists():               # the same step again: set the old one aside first
+            aside = out / f"{SWAP_PREFIX}{final.name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
             os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, final)
     except BaseException:
@@ -207,24 +252,25 @@ def save_checkpoint(out: str | Path, step: int, *, model: nn.Module,
 
 @dataclass
 class Checkpoint:
-    """A checkpoint read back and verified (see the module docstring for what each holds)."""
+    """A checkpoint read back and verified (see the module docstring for what each holds).
+    `meta` is the marker: format, step, seconds, model class and the trainer's counters."""
 
     path: Path
     step: int
-    tokens: int
     seconds: float
-    world_size: int
     model_class: str
+    meta: dict[str, Any]
     model_config: dict[str, Any] | None
     weights: dict[str, torch.Tensor]
     train_config: dict[str, Any]
     optimizer: dict[str, Any]
     optimizer_param_names: list[str]
     rng: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
     history: dict[str, Any]
 
 
-def _corrupt(path: Path, why: str) -> ValueError:
+def corrupt(path: Path, why: str) -> ValueError:
     return ValueError(f"checkpoint {path} is corrupt or incomplete: {why}. Nothing was changed; "
                       "delete that folder to resume from an older checkpoint, or train into a "
                       "new out folder")
@@ -237,58 +283,62 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise _corrupt(path.parent, f"{path.name} cannot be read ({e})") from None
+        raise corrupt(path.parent, f"{path.name} cannot be read ({e})") from None
 
 
 def _load_json(folder: Path, name: str) -> Any:
     try:
         return json.loads((folder / name).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _corrupt(folder, f"{name} cannot be read ({e})") from None
+        raise corrupt(folder, f"{name} cannot be read ({e})") from None
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint folder, verifying its marker and every file's hash first."""
+def read_checkpoint(path: str | Path, format: str | Iterable[str]) -> Checkpoint:
+    """Read a checkpoint folder written in `format` (a name or several accepted ones),
+    verifying its marker and every file's hash first."""
+    formats = (format,) if isinstance(format, str) else tuple(format)
     folder = Path(path)
     if not (folder / MARKER).is_file():
-        raise _corrupt(folder, f"it has no {MARKER}")
+        raise corrupt(folder, f"it has no {MARKER}")
     marker = _load_json(folder, MARKER)
-    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+    if not isinstance(marker, dict) or marker.get("format") not in formats:
         got = marker.get("format") if isinstance(marker, dict) else type(marker).__name__
-        raise _corrupt(folder, f"{MARKER} has format {got!r}, expected {FORMAT!r}")
+        raise corrupt(folder, f"{MARKER} has format {got!r}, expected "
+                              f"{formats[0] if len(formats) == 1 else list(formats)!r}")
     try:
-        step, tokens, seconds = int(marker["step"]), int(marker["tokens"]), float(marker["seconds"])
-        world_size, model_class = int(marker["world_size"]), str(marker["model_class"])
+        step, seconds = int(marker["step"]), float(marker["seconds"])
+        model_class = str(marker["model_class"])
         files = dict(marker["files"])
     except (KeyError, TypeError, ValueError) as e:
-        raise _corrupt(folder, f"{MARKER} lacks or garbles {e}") from None
-    need = {runs.WEIGHTS_FILE, TRAIN_CONFIG_FILE, *OPTIMIZER_FILES, RNG_FILE, HISTORY_FILE}
-    missing = sorted(need - set(files))
+        raise corrupt(folder, f"{MARKER} lacks or garbles {e}") from None
+    missing = sorted(set(REQUIRED) - set(files))
     if missing:
-        raise _corrupt(folder, f"{MARKER} does not list {missing}")
+        raise corrupt(folder, f"{MARKER} does not list {missing}")
     for name, digest in files.items():
         f = folder / name
         if not f.is_file():
-            raise _corrupt(folder, f"{name} is missing")
+            raise corrupt(folder, f"{name} is missing")
         if _sha256(f) != digest:
-            raise _corrupt(folder, f"{name} does not match the SHA-256 recorded in {MARKER} "
-                                   "(changed or truncated after it was written)")
+            raise corrupt(folder, f"{name} does not match the SHA-256 recorded in {MARKER} "
+                                  "(changed or truncated after it was written)")
     opt_meta = _load_json(folder, OPTIMIZER_FILES[1])
     opt_tensors = _load_tensors(folder / OPTIMIZER_FILES[0])
     try:
         optimizer = unflatten_optimizer(opt_tensors, opt_meta)
+        param_names = list(opt_meta["param_names"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise _corrupt(folder, f"{OPTIMIZER_FILES[1]} does not describe "
-                               f"{OPTIMIZER_FILES[0]} ({e!r})") from None
+        raise corrupt(folder, f"{OPTIMIZER_FILES[1]} does not describe "
+                              f"{OPTIMIZER_FILES[0]} ({e!r})") from None
     return Checkpoint(
-        path=folder, step=step, tokens=tokens, seconds=seconds, world_size=world_size,
-        model_class=model_class,
+        path=folder, step=step, seconds=seconds, model_class=model_class, meta=marker,
         model_config=(_load_json(folder, runs.CONFIG_FILE)
                       if runs.CONFIG_FILE in files else None),
         weights=_load_tensors(folder / runs.WEIGHTS_FILE),
         train_config=_load_json(folder, TRAIN_CONFIG_FILE),
-        optimizer=optimizer, optimizer_param_names=list(opt_meta["param_names"]),
-        rng=_load_tensors(folder / RNG_FILE), history=_load_json(folder, HISTORY_FILE))
+        optimizer=optimizer, optimizer_param_names=param_names,
+        rng=_load_tensors(folder / RNG_FILE),
+        state=_load_tensors(folder / STATE_FILE) if STATE_FILE in files else {},
+        history=_load_json(folder, HISTORY_FILE))
 
 
 def check_matches_model(ckpt: Checkpoint, model: nn.Module, param_names: list[str]) -> None:
@@ -306,15 +356,7 @@ def check_matches_model(ckpt: Checkpoint, model: nn.Module, param_names: list[st
         raise ValueError(f"{where} was written for a different model config ({pretty}); "
                          "build the model with the checkpoint's config.json, or train into a "
                          "new out folder")
-    expected = {k: tuple(t.shape) for k, t in model.state_dict().items()}
-    got = {k: tuple(t.shape) for k, t in ckpt.weights.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        wrong = {k: (got[k], expected[k]) for k in set(got) & set(expected)
-                 if got[k] != expected[k]}
-        raise ValueError(f"{where}: its weights do not fit the model (missing {missing}, "
-                         f"unexpected {extra}, shape checkpoint/model {wrong})")
+    runs.check_state_shapes(where, model.state_dict(), ckpt.weights)
     if ckpt.optimizer_param_names != param_names:
         raise ValueError(f"{where}: its optimizer state is for parameters "
                          f"{ckpt.optimizer_param_names}, the model has {param_names}")
