@@ -53,9 +53,9 @@ def test_config_resolves_defaults_and_is_frozen():
     (dict(n_layers=0), r"n_layers must be a positive integer, got 0"),
     (dict(n_ctx=2.5), r"n_ctx must be a positive integer, got 2.5"),
     (dict(d_vocab=True), r"d_vocab must be a positive integer, got True"),
-    (dict(dropout=1.0), r"dropout must be a probability in \[0, 1\), got 1.0"),
+    (dict(dropout=1.0), r"dropout must be a finite number in \[0, 1\), got 1.0"),
     (dict(attn_only="yes"), r"attn_only must be True or False, got 'yes'"),
-    (dict(init_std=0), r"init_std must be a positive number, got 0"),
+    (dict(init_std=0), r"init_std must be a positive finite number, got 0"),
     (dict(seed=-1), r"seed must be a non-negative integer, got -1"),
 ])
 def test_config_errors_name_field_value_and_fix(kw, message):
