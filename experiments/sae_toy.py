@@ -72,10 +72,11 @@ def run_case(name: str, c: dict[str, Any], cfg: dict[str, Any], seed: int, progr
                            "n_features": c["n_features"], "n_hidden": c["n_hidden"],
                            "true_directions": true, "saes": {}, "histories": {}}
     st = cfg["sae_train"]
+    own = {"topk": {"k": c["k"]}, "relu": {"sparsity_coefficient": c["l1"]}}
     for arch in ("topk", "relu"):
         s = sae.create(sae.SAEConfig(d_in=c["n_hidden"], d_sae=c["d_sae"], architecture=arch,
-                                     k=c["k"], sparsity_coefficient=c["l1"], seed=seed,
-                                     hook_name="hook_hidden"), device="cpu")
+                                     seed=seed, hook_name="hook_hidden", **own[arch]),
+                       device="cpu")
         store = hidden_store(model, st["batch_size"], seed + 1)
         res = sae.train(s, store, steps=st["steps"], progress=progress, seed=seed)
         ev = sae.evaluate(s, hidden_store(model, st["batch_size"], seed + 2), n_batches=4,

@@ -10,10 +10,13 @@ from superpose import sae
 from superpose.sae.sparse import batch_topk, decode_rows, pre_at
 
 D_IN, D_SAE, K = 8, 32, 4
+JUMP = {"jumprelu": {"jumprelu_threshold_init": 0.05, "jumprelu_bandwidth": 0.04}}
 
 
 def make(arch: str, **kw) -> sae.SAE:
-    s = sae.create(sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K, k_aux=3, **kw),
+    if arch in ("topk", "batchtopk"):
+        kw = {"k": K, "k_aux": 3, **kw}
+    s = sae.create(sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, **kw),
                    device="cpu")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -140,8 +143,8 @@ def test_penalised_fast_path_equals_plain_path(arch, route, b_dec_in, monkeypatc
     x = x_batch(24)
     results = []
     for fast in (True, False):
-        s = make(arch, sparsity_coefficient=0.7, jumprelu_threshold_init=0.05,
-                 jumprelu_bandwidth=0.04, apply_b_dec_to_input=b_dec_in, activation_scale=1.5)
+        s = make(arch, sparsity_coefficient=0.7, **JUMP.get(arch, {}),
+                 apply_b_dec_to_input=b_dec_in, activation_scale=1.5)
         if not fast:
             s.hook_sae_acts_post.add_hook(lambda t, hook: t)
         out = s.training_forward(x, sparsity_coefficient=0.9)
@@ -167,7 +170,7 @@ def test_penalised_fast_path_equals_plain_path(arch, route, b_dec_in, monkeypatc
 @pytest.mark.parametrize("arch", ["relu", "jumprelu"])
 def test_penalised_fast_path_picks_the_route_by_density(arch):
     x = x_batch(64)
-    s = make(arch, jumprelu_threshold_init=0.05, jumprelu_bandwidth=0.04)
+    s = make(arch, **JUMP.get(arch, {}))
     assert s.training_forward(x).sparse is None                 # about half the latents on
     with torch.no_grad():
         s.b_enc.fill_(-0.25)
@@ -231,7 +234,7 @@ def test_csr_kernels_with_no_entry_at_all():
 def test_a_backward_hook_on_the_latents_fires_during_training(arch, point):
     """The fast training paths skip the dense latent tensor; a hook of any direction (here a
     backward hook, which reads the latents' gradient) must switch to the explicit path."""
-    s = make(arch) if arch != "gated" else sae.create(
+    s = make(arch) if arch != "gated" else sae.create(   # make() sets b_enc, which Gated lacks
         sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="gated"), device="cpu").train()
     seen = []
     s.add_hook(point, lambda grad, hook: seen.append(grad.detach().clone()), dir="bwd")

@@ -10,13 +10,16 @@ import torch
 
 from superpose import sae
 from superpose.sae import io
+from superpose.sae.config import ARCHITECTURE_OPTIONS
 
 ARCHS = list(sae.ARCHITECTURES)
 D_IN, D_SAE, K = 8, 32, 4
 
 
 def make(arch: str, **kw) -> sae.SAE:
-    cfg = sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K, **kw)
+    if "k" in ARCHITECTURE_OPTIONS[arch]:
+        kw.setdefault("k", K)
+    cfg = sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, **kw)
     return sae.create(cfg, device="cpu")
 
 
@@ -551,3 +554,184 @@ def test_load_errors(tmp_path, user_errors):
     with pytest.raises(ValueError, match="not valid JSON"):
         sae.load(tmp_path / "d")
     assert io.CFG_FILE == "cfg.json"
+
+
+# ---- options per architecture -----------------------------------------------------------------
+# Each architecture's own options and defaults, written out here rather than read from
+# config.ARCHITECTURE_OPTIONS, so a changed default or a lost entry in that table fails.
+DEFAULTS = {
+    "relu": {"sparsity_coefficient": 1.0},
+    "topk": {"k": 32, "k_aux": 32, "aux_coefficient": 1 / 32},
+    "batchtopk": {"k": 32, "k_aux": 32, "aux_coefficient": 1 / 32,
+                  "batchtopk_threshold_lr": 0.01},
+    "jumprelu": {"sparsity_coefficient": 1.0, "jumprelu_threshold_init": 0.001,
+                 "jumprelu_bandwidth": 0.001},
+    "gated": {"sparsity_coefficient": 1.0},
+}
+OPTIONS = sorted({o for opts in DEFAULTS.values() for o in opts})
+FOREIGN = [(a, o) for a in DEFAULTS for o in OPTIONS if o not in DEFAULTS[a]]
+SOME_VALUE = {"k": 8, "k_aux": 3, "aux_coefficient": 0.5, "sparsity_coefficient": 0.3,
+              "jumprelu_threshold_init": 0.2, "jumprelu_bandwidth": 0.05,
+              "batchtopk_threshold_lr": 0.1}
+
+
+@pytest.mark.parametrize("arch", list(DEFAULTS))
+def test_each_architecture_gets_its_own_defaults_and_none_of_the_others(arch):
+    assert sorted(DEFAULTS) == sorted(sae.ARCHITECTURES)
+    cfg = sae.SAEConfig(d_in=64, d_sae=128, architecture=arch)
+    assert {o: getattr(cfg, o) for o in OPTIONS} == \
+        {o: DEFAULTS[arch].get(o) for o in OPTIONS}
+
+
+@pytest.mark.parametrize("arch", list(DEFAULTS))
+def test_each_architecture_takes_its_own_options(arch):
+    given = {o: SOME_VALUE[o] for o in DEFAULTS[arch]}
+    cfg = sae.SAEConfig(d_in=64, d_sae=128, architecture=arch, **given)
+    assert {o: getattr(cfg, o) for o in given} == given
+    assert sae.create(cfg, device="cpu").cfg == cfg
+
+
+@pytest.mark.parametrize("arch,option", FOREIGN)
+def test_an_option_of_another_architecture_is_refused(arch, option, user_errors):
+    users = [a for a in DEFAULTS if option in DEFAULTS[a]]
+    with pytest.raises(ValueError) as e:
+        sae.SAEConfig(d_in=64, d_sae=128, architecture=arch, **{option: SOME_VALUE[option]})
+    msg = str(e.value)
+    assert msg.startswith(f"{option}={SOME_VALUE[option]!r} does not apply to architecture "
+                          f"{arch!r}")
+    assert str(users) in msg and f"leave {option} out (None)" in msg
+
+
+def test_relu_given_k_is_refused_naming_k(user_errors):
+    with pytest.raises(ValueError, match=r"k=16 does not apply to architecture 'relu' \(only "
+                                         r"\['topk', 'batchtopk'\] use k\)"):
+        sae.SAEConfig(d_in=8, d_sae=32, k=16)
+
+
+def test_k_aux_default_follows_d_in():
+    assert sae.SAEConfig(d_in=10, d_sae=32, architecture="topk", k=4).k_aux == 5
+    assert sae.SAEConfig(d_in=1, d_sae=32, architecture="batchtopk", k=4).k_aux == 1
+
+
+def test_replace_to_another_architecture_needs_the_old_options_cleared(user_errors):
+    cfg = sae.SAEConfig(d_in=8, d_sae=32, architecture="topk", k=4)
+    with pytest.raises(ValueError, match="k=4 does not apply to architecture 'relu'"):
+        cfg.replace(architecture="relu")
+    relu = cfg.replace(architecture="relu", k=None, k_aux=None, aux_coefficient=None)
+    assert relu.sparsity_coefficient == 1.0 and relu.k is None
+
+
+# ---- configs saved before options were refused ------------------------------------------------
+def _old_superpose_block(**fields) -> dict:
+    """Our "superpose" block as format_version 1 wrote it: every SAEConfig field, the options of
+    the other architectures included (ignored by that version)."""
+    return {"format_version": 1, "d_in": D_IN, "d_sae": D_SAE, "architecture": "relu",
+            "k": 32, "k_aux": None, "aux_coefficient": 0.03125, "sparsity_coefficient": 1.0,
+            "jumprelu_threshold_init": 0.001, "jumprelu_bandwidth": 0.001,
+            "batchtopk_threshold_lr": 0.01, "decoder_init_norm": 0.1,
+            "apply_b_dec_to_input": True, "activation_scale": 1.0, "dtype": "float32",
+            "reshape_activations": "none", "hook_name": "blocks.0.hook_resid_post",
+            "model_name": None, "seed": 0, **fields}
+
+
+@pytest.mark.parametrize("arch,fields,expected", [
+    ("relu", {"k": 16, "sparsity_coefficient": 0.3},
+     {"sparsity_coefficient": 0.3, "k": None, "k_aux": None, "aux_coefficient": None}),
+    ("topk", {"k": 4}, {"k": 4, "k_aux": D_IN // 2, "sparsity_coefficient": None}),
+    ("batchtopk", {"k": 4, "k_aux": 3, "batchtopk_threshold_lr": 0.05},
+     {"k": 4, "k_aux": 3, "batchtopk_threshold_lr": 0.05, "jumprelu_bandwidth": None}),
+    ("jumprelu", {"jumprelu_bandwidth": 0.1}, {"jumprelu_bandwidth": 0.1, "k": None}),
+])
+def test_folder_saved_by_format_version_1_still_loads(arch, fields, expected, tmp_path):
+    s = randomize(make(arch, **{k: x for k, x in fields.items() if k in DEFAULTS[arch]})).eval()
+    s.save(tmp_path / "s")
+    path = tmp_path / "s" / "cfg.json"
+    cfg = json.loads(path.read_text())
+    cfg["superpose"] = _old_superpose_block(architecture=arch, **fields)
+    path.write_text(json.dumps(cfg))
+    loaded = sae.load(tmp_path / "s", device="cpu").eval()
+    assert type(loaded) is type(s)
+    assert {k: getattr(loaded.cfg, k) for k in expected} == expected
+    x = x_batch(9)
+    torch.testing.assert_close(loaded(x), s(x), atol=1e-6, rtol=1e-6)
+
+
+def test_folder_of_format_version_2_refuses_a_foreign_option(tmp_path, user_errors):
+    make("relu").save(tmp_path / "s")
+    path = tmp_path / "s" / "cfg.json"
+    cfg = json.loads(path.read_text())
+    assert cfg["superpose"]["format_version"] == 2 and cfg["superpose"]["k"] is None
+    cfg["superpose"]["k"] = 8
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"cfg.json: k=8 does not apply to architecture 'relu'"):
+        sae.load(tmp_path / "s")
+    cfg["superpose"]["format_version"] = 3
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"format_version=3; this superpose reads versions 1 "
+                                         r"and 2"):
+        sae.load(tmp_path / "s")
+
+
+# ---- the package's import structure -----------------------------------------------------------
+def _sae_imports() -> dict[str, tuple[set[str], list[str]]]:
+    """For each module of superpose/sae: (the superpose.sae modules it imports at top level,
+    the superpose imports it makes inside functions or classes)."""
+    import ast
+    import pathlib
+
+    import superpose.sae as package
+
+    modules = {p.stem: p for p in pathlib.Path(package.__file__).parent.glob("*.py")}
+    out = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        top, nested = set(), []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            ours = [t for t in targets if t.split(".")[0] == "superpose"]
+            if not ours:
+                continue
+            if node in tree.body:
+                top |= {t.split(".")[2] for t in ours
+                        if t.startswith("superpose.sae.") and t.split(".")[2] in modules}
+            else:
+                nested.append(f"line {node.lineno}: {ours[0]}")
+        out[name] = (top - {name}, nested)
+    return out
+
+
+def test_sae_modules_import_superpose_only_at_top_level():
+    nested = {m: n for m, (_, n) in _sae_imports().items() if n}
+    assert nested == {}, f"function-local superpose imports (hidden cycles?): {nested}"
+
+
+def test_sae_modules_form_a_dag():
+    graph = {m: deps for m, (deps, _) in _sae_imports().items() if m != "__init__"}
+    done: set[str] = set()
+
+    def visit(m: str, path: list[str]) -> None:
+        if m in path:
+            raise AssertionError(f"import cycle: {' -> '.join([*path[path.index(m):], m])}")
+        if m not in done:
+            for d in sorted(graph.get(m, ())):
+                visit(d, [*path, m])
+            done.add(m)
+
+    for m in sorted(graph):
+        visit(m, [])
+    # the layering: the config and the folder format need no SAE class
+    assert graph["config"] == set() and graph["io"] == {"config"}
+
+
+def test_registry_config_table_and_format_agree():
+    from superpose.sae.config import ARCHITECTURE_OPTIONS
+
+    assert list(sae.ARCHITECTURES) == list(ARCHITECTURE_OPTIONS) == list(io.TO_SAELENS)
+    for name, cls in sae.ARCHITECTURES.items():
+        assert cls.architecture == name
+    assert set(io.TO_SAELENS.values()) <= set(io.FROM_SAELENS)

@@ -27,9 +27,8 @@ from superpose.sae.features import (
     top_activations,
 )
 from superpose.sae.gated import GatedSAE
-from superpose.sae.io import load, save
 from superpose.sae.jumprelu import JumpReLUSAE
-from superpose.sae.registry import ARCHITECTURES, create
+from superpose.sae.registry import ARCHITECTURES, create, load, save
 from superpose.sae.relu import ReLUSAE
 from superpose.sae.splice import (
     SplicedLosses,

@@ -44,6 +44,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from superpose import _validate as v
+from superpose.sae import io
 from superpose.sae.config import SAEConfig
 
 
@@ -113,8 +114,7 @@ class Encoded:
 class SAE(HookedRootModule, abc.ABC):
     """Abstract sparse autoencoder; build one with `superpose.sae.create(cfg)`."""
 
-    architecture: ClassVar[str]          # our name, the registry key saved in the config
-    saelens_architecture: ClassVar[str]  # the name SAELens saves in cfg.json
+    architecture: ClassVar[str]   # our name, the registry key saved in the config
 
     def __init__(self, cfg: SAEConfig, *, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -152,9 +152,10 @@ class SAE(HookedRootModule, abc.ABC):
     def _encode(self, x: Tensor) -> Encoded:
         """The encoder pass, hooks included."""
 
-    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
-                    dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
-        """Loss terms besides the MSE ("sparsity", "aux")."""
+    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *, dead_mask: Tensor | None,
+                    sparsity_coefficient: float | None) -> dict[str, Tensor]:
+        """Loss terms besides the MSE ("sparsity", "aux"). `sparsity_coefficient` is None for
+        the architectures without a penalty (TopK, BatchTopK have no such option)."""
         return {}
 
     def _decode_train(self, enc: Encoded) -> Tensor:
@@ -286,7 +287,7 @@ class SAE(HookedRootModule, abc.ABC):
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
         """Reconstruction and every loss term of one step. `dead_mask` marks the latents the
         trainer counts as dead (used by TopK's AuxK loss); `sparsity_coefficient` overrides the
-        config's (for a warm-up)."""
+        config's (for a warm-up; the penalised architectures only, others ignore it)."""
         coeff = self.cfg.sparsity_coefficient if sparsity_coefficient is None \
             else sparsity_coefficient
         x = self.flatten_heads(x)
@@ -368,9 +369,15 @@ class SAE(HookedRootModule, abc.ABC):
         self.load_state_dict(ours)
 
     def save(self, path: str | Path) -> Path:
-        """Write an SAELens-format folder (cfg.json + sae_weights.safetensors), atomically."""
-        from superpose.sae import io
-        return io.save(self, path)
+        """Write an SAELens-format folder (cfg.json + sae_weights.safetensors; see
+        `superpose.sae.io`), atomically. A non-unit `cfg.activation_scale` is folded into the
+        saved weights (this SAE itself is not changed)."""
+        sae = self
+        if self.cfg.activation_scale != 1.0:
+            sae = self.copy()
+            sae.fold_activation_scale()
+        return io.write_folder(path, io.to_saelens_config(sae.cfg, device=str(self.device)),
+                               sae.saelens_state_dict())
 
     def copy(self) -> SAE:
         return copy.deepcopy(self)

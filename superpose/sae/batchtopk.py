@@ -18,13 +18,12 @@ from torch import Tensor
 
 from superpose.hooks import is_hooked
 from superpose.sae.base import SAE, Encoded, TrainStepOutput
-from superpose.sae.sparse import batch_topk, decode_rows, pre_at
-from superpose.sae.topk import auxk_loss, check_dead_mask
+from superpose.sae.sparse import batch_topk
+from superpose.sae.topk import auxk_loss, latents_unhooked, sparse_step
 
 
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
-    saelens_architecture = "jumprelu"
 
     def _init_encoder(self, device: torch.device, dtype: torch.dtype) -> None:
         super()._init_encoder(device, dtype)
@@ -59,38 +58,29 @@ class BatchTopKSAE(SAE):
                               per_sample_weights=enc.extra["values"][order])
         return self._finish_decode(out.reshape(*enc.acts.shape[:-1], self.cfg.d_in) + self.b_dec)
 
-    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
-                    dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
+    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *, dead_mask: Tensor | None,
+                    sparsity_coefficient: float | None) -> dict[str, Tensor]:
         return {"aux": auxk_loss(self, enc.pre_acts, enc.sae_in, recon, x, dead_mask,
                                  self.cfg.aux_coefficient)}
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
         x = self.flatten_heads(x)
-        if not (self.training and torch.is_grad_enabled() and not is_hooked(self.hook_sae_acts_pre)
-                and not is_hooked(self.hook_sae_acts_post)):
+        if not (self.training and latents_unhooked(self)):
             out = super().training_forward(x, dead_mask=dead_mask,
                                            sparsity_coefficient=sparsity_coefficient)
             if self.training:
                 self.update_threshold(out.acts)
             return out
-        check_dead_mask(self, dead_mask)
-        d_in, d_sae = self.cfg.d_in, self.cfg.d_sae
-        sae_in = self.process_input(x).reshape(-1, d_in)
-        n = sae_in.shape[0]
-        with torch.no_grad():
-            pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
-            top_values, top_indices = batch_topk(torch.relu(pre), self.cfg.k * n)
+        d_sae, k = self.cfg.d_sae, self.cfg.k
+
+        def select(pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            top_values, top_indices = batch_topk(torch.relu(pre), k * pre.shape[0])
             flat = top_indices.sort()
-            rows, cols = flat.values // d_sae, flat.values % d_sae
-            kept = top_values[flat.indices]
-        values = torch.relu(pre_at(sae_in, self.W_enc, self.b_enc, rows, cols, kept))
-        recon = decode_rows(values, rows, cols, self.W_dec, n) + self.b_dec
-        out = self._fast_step_output(
-            x, recon, pre, lambda r, t: {"aux": auxk_loss(self, pre, sae_in, r, t, dead_mask,
-                                                          self.cfg.aux_coefficient)},
-            sparse=(rows, cols, values))
-        self.update_threshold(values.detach())
+            return flat.values // d_sae, flat.values % d_sae, top_values[flat.indices]
+
+        out = sparse_step(self, x, dead_mask, select)
+        self.update_threshold(out.sparse[2].detach())
         return out
 
     @torch.no_grad()

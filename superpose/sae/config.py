@@ -1,13 +1,18 @@
 """Configuration of one sparse autoencoder (SAE): its shape, architecture and loss coefficients.
 
-The architecture name is the key into `superpose.sae.registry.ARCHITECTURES`; it is saved with
-the weights, so a folder always knows which class rebuilds it.
+One config serves every architecture, so the options only some architectures use are declared
+in one table, `ARCHITECTURE_OPTIONS`: each architecture lists its own options with their
+defaults. Such an option left at None takes its architecture's default; given to an
+architecture that does not use it, it is refused (a TopK `k` on a ReLU SAE would otherwise be
+saved, shown and silently ignored). The architecture name is saved with the weights, so a
+folder always knows which class rebuilds it (`superpose.sae.registry`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
@@ -18,22 +23,55 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 RESHAPES = ("none", "hook_z")
 
 
+def _half_d_in(cfg: SAEConfig) -> int:
+    return max(1, cfg.d_in // 2)
+
+
+_AUXK: dict[str, Any] = {"k": 32, "k_aux": _half_d_in, "aux_coefficient": 1 / 32}
+
+# architecture -> {its own option: default}; a callable default is computed from the config.
+ARCHITECTURE_OPTIONS: dict[str, dict[str, Any | Callable[[SAEConfig], Any]]] = {
+    "relu": {"sparsity_coefficient": 1.0},
+    "topk": {**_AUXK},
+    "batchtopk": {**_AUXK, "batchtopk_threshold_lr": 0.01},
+    "jumprelu": {"sparsity_coefficient": 1.0, "jumprelu_threshold_init": 0.001,
+                 "jumprelu_bandwidth": 0.001},
+    "gated": {"sparsity_coefficient": 1.0},
+}
+ARCHITECTURE_NAMES = tuple(ARCHITECTURE_OPTIONS)
+
+
+def users_of(option: str) -> list[str]:
+    """The architectures that use `option` (e.g. "k" -> ["topk", "batchtopk"])."""
+    return [a for a, opts in ARCHITECTURE_OPTIONS.items() if option in opts]
+
+
+def _or_none(rule: v.Rule) -> v.Rule:
+    return rule | v.Const(None)
+
+
 @dataclass(frozen=True)
 class SAEConfig:
     """One SAE: x ∈ R^d_in → acts ∈ R^d_sae (sparse) → recon ∈ R^d_in.
 
     architecture: "relu" | "topk" | "batchtopk" | "jumprelu" | "gated" (see the registry).
-    k: active latents per input for "topk"; the batch average for "batchtopk" (Bussmann et al.
-      2024). Ignored by the other architectures, so its default only has to suit TopK.
-    k_aux: dead latents that the AuxK loss (Gao et al. 2024, App. B.1) lets reconstruct the
-      residual; None means d_in // 2, the paper's heuristic. aux_coefficient is its weight
-      (the paper's α = 1/32). Gated's auxiliary reconstruction has weight 1, as in its paper.
-    sparsity_coefficient: the L1 weight for "relu" (on acts·‖W_dec row‖, Anthropic's April 2024
-      update) and "gated" (on the gate path), the L0 weight for "jumprelu"; unused by TopK.
-    jumprelu_threshold_init, jumprelu_bandwidth: the initial threshold θ and the width ε of the
-      rectangle kernel of the straight-through estimator (Rajamanoharan et al. 2024: 0.001 each).
-    batchtopk_threshold_lr: the EMA rate of the inference threshold of "batchtopk" (the running
-      minimum positive activation kept in training, used in eval mode).
+
+    Options of some architectures only (None: the architecture's default; refused elsewhere):
+    k (topk, batchtopk; 32): active latents per input for "topk"; the batch average for
+      "batchtopk" (Bussmann et al. 2024).
+    k_aux (topk, batchtopk; d_in // 2, the paper's heuristic): dead latents that the AuxK loss
+      (Gao et al. 2024, App. B.1) lets reconstruct the residual; aux_coefficient (1/32, the
+      paper's α) is its weight. Gated's auxiliary reconstruction has weight 1, as in its paper.
+    sparsity_coefficient (relu, jumprelu, gated; 1.0): the L1 weight for "relu" (on
+      acts·‖W_dec row‖, Anthropic's April 2024 update) and "gated" (on the gate path), the L0
+      weight for "jumprelu".
+    jumprelu_threshold_init, jumprelu_bandwidth (jumprelu; 0.001 each, as in Rajamanoharan et
+      al. 2024): the initial threshold θ and the width ε of the rectangle kernel of the
+      straight-through estimator.
+    batchtopk_threshold_lr (batchtopk; 0.01): the EMA rate of the inference threshold (the
+      running minimum positive activation kept in training, used in eval mode).
+
+    Options of every architecture:
     decoder_init_norm: decoder rows start as random directions of this norm and W_enc = W_decᵀ
       (Anthropic's April 2024 initialisation; Gao et al. use the same tied start).
     apply_b_dec_to_input: subtract b_dec from the input before encoding (SAELens's default).
@@ -51,13 +89,13 @@ class SAEConfig:
     d_in: int
     d_sae: int
     architecture: str = "relu"
-    k: int = 32
+    k: int | None = None
     k_aux: int | None = None
-    aux_coefficient: float = 1 / 32
-    sparsity_coefficient: float = 1.0
-    jumprelu_threshold_init: float = 0.001
-    jumprelu_bandwidth: float = 0.001
-    batchtopk_threshold_lr: float = 0.01
+    aux_coefficient: float | None = None
+    sparsity_coefficient: float | None = None
+    jumprelu_threshold_init: float | None = None
+    jumprelu_bandwidth: float | None = None
+    batchtopk_threshold_lr: float | None = None
     decoder_init_norm: float = 0.1
     apply_b_dec_to_input: bool = True
     activation_scale: float = 1.0
@@ -67,52 +105,72 @@ class SAEConfig:
     model_name: str | None = None
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        from superpose.sae.registry import ARCHITECTURES  # the registry imports this module
+    # Every field's rule, once (checked by `_validate.check_fields`, first thing in
+    # `__post_init__`); which options apply to which architecture, k against d_sae and hook_z
+    # against hook_name follow it there.
+    _constraints: ClassVar[dict[str, v.Rule]] = {
+        "d_in": v.Int(1),
+        "d_sae": v.Int(1),
+        "architecture": v.Choice(*ARCHITECTURE_NAMES),
+        "k": _or_none(v.Int(1)),
+        "k_aux": _or_none(v.Int(1)),
+        "aux_coefficient": _or_none(v.Float(ge=0)),
+        "sparsity_coefficient": _or_none(v.Float(ge=0)),
+        "jumprelu_threshold_init": _or_none(v.Float(gt=0)),
+        "jumprelu_bandwidth": _or_none(v.Float(gt=0)),
+        "batchtopk_threshold_lr": _or_none(v.Float(gt=0, le=1)),
+        "decoder_init_norm": v.Float(gt=0),
+        "apply_b_dec_to_input": v.Bool(),
+        "activation_scale": v.Float(gt=0),
+        "dtype": v.Choice(*DTYPES),
+        "reshape_activations": v.Choice(*RESHAPES),
+        "hook_name": v.Str() | v.Const(None),
+        "model_name": v.Str() | v.Const(None),
+        "seed": v.Int(0),
+    }
 
-        v.choice("architecture", self.architecture, list(ARCHITECTURES))
-        v.positive_int("d_in", self.d_in)
-        v.positive_int("d_sae", self.d_sae)
-        v.positive_int("k", self.k)
-        if self.architecture in ("topk", "batchtopk") and self.k > self.d_sae:
+    def __post_init__(self) -> None:
+        v.check_fields(self, self._constraints)
+        own = ARCHITECTURE_OPTIONS[self.architecture]
+        for name in OWNED_OPTIONS:
+            value = getattr(self, name)
+            if name in own:
+                if value is None:
+                    default = own[name]
+                    object.__setattr__(self, name, default(self) if callable(default)
+                                       else default)
+            elif value is not None:
+                raise ValueError(
+                    f"{name}={value!r} does not apply to architecture {self.architecture!r} "
+                    f"(only {users_of(name)} use {name}); leave {name} out (None) or choose "
+                    f"one of those architectures")
+        if self.k is not None and self.k > self.d_sae:
             raise ValueError(f"k ({self.k}) must not exceed d_sae ({self.d_sae}); choose "
                              f"k <= {self.d_sae} or a wider SAE")
-        if self.k_aux is not None:
-            v.positive_int("k_aux", self.k_aux)
-        v.non_negative_float("aux_coefficient", self.aux_coefficient)
-        v.non_negative_float("sparsity_coefficient", self.sparsity_coefficient)
-        v.positive_float("jumprelu_threshold_init", self.jumprelu_threshold_init)
-        v.positive_float("jumprelu_bandwidth", self.jumprelu_bandwidth)
-        v.positive_float("batchtopk_threshold_lr", self.batchtopk_threshold_lr)
-        if not self.batchtopk_threshold_lr <= 1:
-            raise ValueError("batchtopk_threshold_lr must be in (0, 1], got "
-                             f"{self.batchtopk_threshold_lr!r}")
-        v.positive_float("decoder_init_norm", self.decoder_init_norm)
-        v.positive_float("activation_scale", self.activation_scale)
-        if not isinstance(self.apply_b_dec_to_input, bool):
-            raise ValueError("apply_b_dec_to_input must be True or False, got "
-                             f"{self.apply_b_dec_to_input!r}")
-        v.choice("dtype", self.dtype, list(DTYPES))
-        v.choice("reshape_activations", self.reshape_activations, list(RESHAPES))
-        for name in ("hook_name", "model_name"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{name} must be a string or None, got {value!r}")
         if self.reshape_activations == "hook_z" and self.hook_name is not None \
                 and not self.hook_name.endswith("_z"):
             raise ValueError(f"reshape_activations='hook_z' is for attention z hooks (names "
                              f"ending in '_z', e.g. 'blocks.0.attn.hook_z'), but hook_name is "
                              f"{self.hook_name!r}; use reshape_activations='none' there")
-        v.non_negative_int("seed", self.seed)
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    @property
-    def effective_k_aux(self) -> int:
-        return self.k_aux if self.k_aux is not None else max(1, self.d_in // 2)
-
     def replace(self, **overrides: Any) -> SAEConfig:
-        """A copy with some fields changed; unknown field names are rejected."""
+        """A copy with some fields changed; unknown field names are rejected. Changing the
+        architecture keeps the other options, so the old architecture's must be set to None
+        (e.g. `.replace(architecture="relu", k=None, k_aux=None, aux_coefficient=None)`)."""
         return v.replace_config(self, overrides)
+
+
+# the options some architectures own (refused by the others), in field order
+OWNED_OPTIONS = tuple(f.name for f in fields(SAEConfig) if users_of(f.name))
+
+
+def own_options(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (SAEConfig fields) without the options its architecture does not use: configs
+    saved before the refusal existed hold every option, those of other architectures unused."""
+    own = ARCHITECTURE_OPTIONS.get(data.get("architecture", "relu"), {})
+    return {k: x for k, x in data.items() if k not in OWNED_OPTIONS or k in own}
+

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from superpose import _validate as v
 from superpose import geometry
+from superpose._progress import bar
 from superpose.sae.base import SAE
 from superpose.sae.splice import (
     as_rows,
@@ -188,7 +188,7 @@ def latent_stats(model: nn.Module, sae: SAE, hook_name: str, tokens: Int[Tensor,
     (before, after)), every positive activation and all latents' densities, from one pass
     over `tokens` [batch, pos] in `batch_size` sequences at a time. `scale`: as in
     `spliced_losses` (the factor the SAE's training activations were multiplied by).
-    `progress=True` shows a tqdm bar over the batches."""
+    `progress=True` shows a progress bar over the batches (off under TQDM_DISABLE=1)."""
     check_model(model, hook_name)
     check_sae(sae)
     check_tokens(tokens)
@@ -213,8 +213,8 @@ def latent_stats(model: nn.Module, sae: SAE, hook_name: str, tokens: Int[Tensor,
     sae.eval()
     try:
         start = 0
-        for chunk in tqdm(tokens.split(batch_size), disable=not progress, desc="latent stats",
-                          leave=False):
+        for chunk in bar(tokens.split(batch_size), progress=progress, desc="latent stats",
+                         leave=False):
             chunk = chunk.to(dev)
             x = as_rows(capture(model, hook_name, chunk), sae.cfg.d_in, hook_name)
             x = x.to(sae.device, sae.W_dec.dtype)

@@ -18,7 +18,6 @@ from superpose.sae.base import SAE, Encoded
 
 class GatedSAE(SAE):
     architecture = "gated"
-    saelens_architecture = "gated"
 
     def _init_encoder(self, device: torch.device, dtype: torch.dtype) -> None:
         def zeros() -> nn.Parameter:
@@ -34,8 +33,8 @@ class GatedSAE(SAE):
         return Encoded(acts=self.hook_sae_acts_post(acts), pre_acts=pre, sae_in=sae_in,
                        extra={"gate_pre": gate_pre})
 
-    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
-                    dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
+    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *, dead_mask: Tensor | None,
+                    sparsity_coefficient: float | None) -> dict[str, Tensor]:
         gate = torch.relu(enc.extra["gate_pre"])
         sparsity = (gate * self.W_dec_norms).sum(-1).mean()
         via_gate = gate @ self.W_dec.detach() + self.b_dec.detach()

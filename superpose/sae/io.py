@@ -1,4 +1,6 @@
-"""Save and load SAEs in SAELens's folder format, so either library reads the other's files.
+"""SAELens's folder format, so either library reads the other's files: plain functions between
+a folder and (SAEConfig, tensors). They need no SAE class: `SAE.save` and `registry.load` put
+the two halves together, so this module sits below the architectures, not above them.
 
 A folder holds
   cfg.json                  SAELens keys: architecture ("standard" | "topk" | "jumprelu" |
@@ -41,7 +43,7 @@ refuses with a ValueError naming the field and its value; never a different func
              in units of the rescaled z) becomes our BatchTopK's θ, used in eval mode exactly as
              the JumpReLU their `save_inference_model` writes. k must be a whole number.
   hook_z     reshape_activations="hook_z" is kept (see `SAE.flatten_heads`).
-Refused: the architectures in `registry.REFUSED_SAELENS`; normalize_activations other than
+Refused: the architectures in `REFUSED_SAELENS`; normalize_activations other than
 "none"; reshape_activations other than "none"/"hook_z"; a non-integer k; a negative JumpReLU
 threshold; a decoder row of norm 0 under rescale_acts_by_decoder_norm; a finetuning
 scaling_factor other than 1; pre-6.0 configs whose activation_fn is neither relu nor topk.
@@ -61,31 +63,79 @@ from torch import Tensor
 
 from superpose import _validate as v
 from superpose import runs
-from superpose.sae.base import SAE
-from superpose.sae.config import SAEConfig
+from superpose.sae.config import SAEConfig, own_options
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-FORMAT_VERSION = 1
+# Version of our "superpose" block. 1: every SAEConfig field, the options of other
+# architectures included (unused, so reading drops them); 2: those options are null.
+FORMAT_VERSION = 2
 # SAELens reads a cfg.json without metadata.sae_lens_version as a pre-6.0 file and rewrites it
 # (handle_pre_6_0_config, which fails on hook_name None); ours has the 6.x layout, so say so.
 SAELENS_FORMAT = "6.0.0"
 
 
-def to_saelens_config(sae: SAE) -> dict[str, Any]:
-    """The cfg.json dict of `sae` (whose activation scale must already be folded in).
+# Our architecture -> the name SAELens saves in cfg.json. BatchTopK is saved as the JumpReLU
+# that SAELens's own `save_inference_model` writes for it (θ in every latent).
+TO_SAELENS: dict[str, str] = {
+    "relu": "standard",
+    "topk": "topk",
+    "batchtopk": "jumprelu",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+}
+
+# SAELens 6.x's cfg.json "architecture" -> ours (SAELens registers its classes in
+# sae_lens/__init__.py: register_sae_class for inference, register_sae_training_class).
+#   "batchtopk", "matryoshka_batchtopk": written only by `save_model` of a BatchTopKTrainingSAE /
+#     MatryoshkaBatchTopKTrainingSAE (TrainingSAE.load_from_disk reads them; SAE.load_from_disk
+#     cannot). Both encode alike (batch top-k of the ReLU'd pre-activations; Matryoshka only adds
+#     nested losses in training), so both load as our BatchTopK: that batch top-k in training
+#     mode, and in eval mode the JumpReLU with θ = topk_threshold that their
+#     `save_inference_model` writes. Our BatchTopK is saved that way too, as "jumprelu" (the
+#     folder's own "superpose" config says batchtopk, so it loads back as BatchTopK).
+FROM_SAELENS: dict[str, str] = {
+    "standard": "relu",
+    "topk": "topk",
+    "batchtopk": "batchtopk",
+    "matryoshka_batchtopk": "batchtopk",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+}
+
+# SAELens architectures with no counterpart here: loading refuses them, saying why.
+REFUSED_SAELENS: dict[str, str] = {
+    "abstopk": "it keeps the k pre-activations of largest magnitude with their sign (no ReLU)",
+    "transcoder": "a transcoder reconstructs another hook's activation (d_out), not its input",
+    "skip_transcoder": "a transcoder reconstructs another hook's activation (d_out, W_skip)",
+    "jumprelu_transcoder": "a transcoder reconstructs another hook's activation (d_out)",
+    "jumprelu_skip_transcoder": "a transcoder reconstructs another hook's activation (d_out, "
+                                "W_skip)",
+    "temporal": "it attends over earlier positions (TemporalSAE), so it is not a per-position "
+                "function",
+    "matching_pursuit": "it encodes by iterative matching pursuit, not by one linear map and "
+                        "an activation",
+}
+
+
+def to_saelens_config(cfg: SAEConfig, *, device: str = "cpu") -> dict[str, Any]:
+    """The cfg.json dict of an SAE with config `cfg` (its activation scale already folded in,
+    so `cfg.activation_scale` is 1) whose weights live on `device`.
 
     Besides the keys every SAELens config has, it writes the keys whose default in SAELens's
     *training* configs would change the function: TopKTrainingSAEConfig reads a missing
     rescale_acts_by_decoder_norm as true, so TopK writes false. Training hyper-parameters that
     mean the same thing in both libraries are written too (for TrainingSAE.load_from_disk)."""
-    cfg = sae.cfg
+    if cfg.activation_scale != 1.0:
+        raise ValueError(f"activation_scale is {cfg.activation_scale}, but a folder holds "
+                         "scale 1.0: fold the scale into the weights first "
+                         "(SAE.fold_activation_scale, which SAE.save does for you)")
     out: dict[str, Any] = {
-        "architecture": sae.saelens_architecture,
+        "architecture": TO_SAELENS[cfg.architecture],
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": cfg.dtype,
-        "device": str(sae.device),
+        "device": device,
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": "none",
         "reshape_activations": cfg.reshape_activations,
@@ -107,25 +157,21 @@ def to_saelens_config(sae: SAE) -> dict[str, Any]:
     return out
 
 
-def save(sae: SAE, path: str | Path) -> Path:
-    """Write `sae` into the folder `path` (made if missing).
+def write_folder(path: str | Path, cfg_json: dict[str, Any], tensors: dict[str, Tensor]
+                 ) -> Path:
+    """Write cfg.json and sae_weights.safetensors into the folder `path` (made if missing).
 
     Both files are first written to temporary names in that folder and only then renamed over
-    the old ones, so a failed save leaves a previously saved SAE there intact. A non-unit
-    `cfg.activation_scale` is folded into the saved weights (the SAE itself is not changed).
-    """
+    the old ones, so a failed write (a full disk, a tensor safetensors refuses) leaves a
+    previously saved SAE there intact: renaming one file at a time as it is written could pair
+    new weights with an old cfg.json."""
     from safetensors.torch import save_file
 
-    if not isinstance(sae, SAE):
-        raise TypeError(f"save takes an SAE, got {type(sae).__name__}")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file; an SAE is saved as a folder")
-    if sae.cfg.activation_scale != 1.0:
-        sae = sae.copy()
-        sae.fold_activation_scale()
-    tensors = {k: t.detach().cpu().contiguous() for k, t in sae.saelens_state_dict().items()}
-    text = json.dumps(to_saelens_config(sae), indent=2) + "\n"
+    tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
+    text = json.dumps(cfg_json, indent=2) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     tmps: list[Path] = []
     try:
@@ -215,17 +261,32 @@ def _whole(source: str, field: str, value: Any) -> int:
     return int(value)
 
 
+def _our_config(block: dict[str, Any], source: str) -> SAEConfig:
+    """Our SAEConfig from a folder's "superpose" block. Version 1 blocks hold the options of
+    every architecture (those of the others were ignored when the SAE was made), so they are
+    dropped; from version 2 on, an option its architecture does not use is refused."""
+    version = block.get("format_version", 1)
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{source}: superpose.format_version={version!r}; this superpose "
+                         f"reads versions 1 and {FORMAT_VERSION} (a newer superpose wrote it?)")
+    ours = {k: x for k, x in block.items() if k != "format_version"}
+    if version == 1:
+        ours = own_options(ours)
+    try:
+        return v.config_from_dict(SAEConfig, ours)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
 def read_saelens_config(data: dict[str, Any], *, source: str = CFG_FILE) -> SAELensFolder:
     """What a cfg.json describes (see the module docstring): ours if it carries our config,
     else SAELens's keys, checked so that nothing that changes the function is ignored."""
-    from superpose.sae.registry import FROM_SAELENS, REFUSED_SAELENS
-
     if not isinstance(data, dict):
         raise ValueError(f"{source} must hold a JSON object, got {type(data).__name__}")
     if isinstance(data.get("superpose"), dict):
-        ours = {k: x for k, x in data["superpose"].items() if k != "format_version"}
-        cfg = v.config_from_dict(SAEConfig, ours)
-        return SAELensFolder(cfg=cfg, architecture=data.get("architecture", cfg.architecture))
+        cfg = _our_config(data["superpose"], source)
+        return SAELensFolder(cfg=cfg, architecture=data.get("architecture",
+                                                            TO_SAELENS[cfg.architecture]))
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     if _is_pre_6(data, meta):
         data = _pre_6_keys(data, source)
@@ -333,16 +394,13 @@ def saelens_tensors(folder: SAELensFolder, state: dict[str, Tensor], *,
     return state
 
 
-def load(path: str | Path, *, device: torch.device | str | None = None) -> SAE:
-    """Load an SAE folder written here or by SAELens (`save_model` or `save_inference_model`,
-    see the module docstring); a folder that is not an SAE, a cfg.json that does not match its
-    weights, an unknown or unsupported architecture or option, or a corrupt file fail clearly.
-    The SAE comes back in training mode (for BatchTopK that is the batch top-k; `.eval()`
-    switches it to its threshold)."""
+def read_folder(path: str | Path) -> tuple[SAELensFolder, dict[str, Tensor]]:
+    """The config and the tensors (converted by `saelens_tensors`) of an SAE folder written here
+    or by SAELens (`save_model` or `save_inference_model`; see the module docstring). A folder
+    that is not an SAE, an unknown or unsupported architecture or option, or a corrupt file
+    fail clearly; whether the tensors fit the config is for the SAE that takes them to check."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from superpose.sae.registry import create
 
     folder = Path(path)
     if not folder.is_dir():
@@ -358,8 +416,4 @@ def load(path: str | Path, *, device: torch.device | str | None = None) -> SAE:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"{folder / WEIGHTS_FILE} is corrupt and cannot be read ({e})") from None
-    source = f"{folder}: {WEIGHTS_FILE}"
-    state = saelens_tensors(info, state, source=source)
-    sae = create(info.cfg, device="cpu")
-    sae.load_saelens_state_dict(state, source=source)
-    return sae.to(v.resolve_device(device))
+    return info, saelens_tensors(info, state, source=f"{folder}: {WEIGHTS_FILE}")

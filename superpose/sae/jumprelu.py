@@ -70,7 +70,6 @@ class _Step(torch.autograd.Function):
 
 class JumpReLUSAE(PenalisedSAE):
     architecture = "jumprelu"
-    saelens_architecture = "jumprelu"
 
     def _init_encoder(self, device: torch.device, dtype: torch.dtype) -> None:
         super()._init_encoder(device, dtype)
@@ -87,8 +86,8 @@ class JumpReLUSAE(PenalisedSAE):
         acts = _JumpReLU.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
         return Encoded(acts=self.hook_sae_acts_post(acts), pre_acts=pre, sae_in=sae_in)
 
-    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
-                    dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
+    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *, dead_mask: Tensor | None,
+                    sparsity_coefficient: float | None) -> dict[str, Tensor]:
         l0 = _Step.apply(enc.pre_acts, self.threshold, self.cfg.jumprelu_bandwidth)
         return {"sparsity": sparsity_coefficient * l0.sum(-1).mean()}
 

@@ -1,11 +1,17 @@
-"""The architectures, keyed by the name saved in every config. Registration is this dict
-literal, nothing else: importing a module never adds or changes an entry."""
+"""The architectures, keyed by the name saved in every config, and the two ways to get an SAE of
+one: `create` (freshly initialised) and `load` (from a folder). Registration is the dict literal
+below, nothing else: importing a module never adds or changes an entry. Which options each
+architecture takes is the config's table (`config.ARCHITECTURE_OPTIONS`), so a config is
+checked without importing any SAE class."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from superpose import _validate as v
+from superpose.sae import io
 from superpose.sae.base import SAE
 from superpose.sae.batchtopk import BatchTopKSAE
 from superpose.sae.config import SAEConfig
@@ -22,38 +28,6 @@ ARCHITECTURES: dict[str, type[SAE]] = {
     "gated": GatedSAE,
 }
 
-# SAELens 6.x's cfg.json "architecture" -> ours (SAELens registers its classes in
-# sae_lens/__init__.py: register_sae_class for inference, register_sae_training_class).
-#   "batchtopk", "matryoshka_batchtopk": written only by `save_model` of a BatchTopKTrainingSAE /
-#     MatryoshkaBatchTopKTrainingSAE (TrainingSAE.load_from_disk reads them; SAE.load_from_disk
-#     cannot). Both encode alike (batch top-k of the ReLU'd pre-activations; Matryoshka only adds
-#     nested losses in training), so both load as our BatchTopK: that batch top-k in training
-#     mode, and in eval mode the JumpReLU with θ = topk_threshold that their
-#     `save_inference_model` writes. Our BatchTopK is saved that way too, as "jumprelu" (the
-#     folder's own "superpose" config says batchtopk, so it loads back as BatchTopK).
-FROM_SAELENS: dict[str, str] = {
-    "standard": "relu",
-    "topk": "topk",
-    "batchtopk": "batchtopk",
-    "matryoshka_batchtopk": "batchtopk",
-    "jumprelu": "jumprelu",
-    "gated": "gated",
-}
-
-# SAELens architectures with no counterpart here: loading refuses them, saying why.
-REFUSED_SAELENS: dict[str, str] = {
-    "abstopk": "it keeps the k pre-activations of largest magnitude with their sign (no ReLU)",
-    "transcoder": "a transcoder reconstructs another hook's activation (d_out), not its input",
-    "skip_transcoder": "a transcoder reconstructs another hook's activation (d_out, W_skip)",
-    "jumprelu_transcoder": "a transcoder reconstructs another hook's activation (d_out)",
-    "jumprelu_skip_transcoder": "a transcoder reconstructs another hook's activation (d_out, "
-                                "W_skip)",
-    "temporal": "it attends over earlier positions (TemporalSAE), so it is not a per-position "
-                "function",
-    "matching_pursuit": "it encodes by iterative matching pursuit, not by one linear map and "
-                        "an activation",
-}
-
 
 def get(name: str) -> type[SAE]:
     """The class of architecture `name`; an unknown name fails with the valid list."""
@@ -66,3 +40,21 @@ def create(cfg: SAEConfig, *, device: str | torch.device | None = None) -> SAE:
     if not isinstance(cfg, SAEConfig):
         raise TypeError(f"create takes an SAEConfig, got {type(cfg).__name__}")
     return get(cfg.architecture)(cfg, device=device)
+
+
+def load(path: str | Path, *, device: torch.device | str | None = None) -> SAE:
+    """Load an SAE folder written here or by SAELens (see `superpose.sae.io`); a cfg.json that
+    does not match its weights fails with both lists of tensors. The SAE comes back in
+    training mode (for BatchTopK that is the batch top-k; `.eval()` switches it to its
+    threshold)."""
+    info, state = io.read_folder(path)
+    sae = create(info.cfg, device="cpu")
+    sae.load_saelens_state_dict(state, source=f"{Path(path)}: {io.WEIGHTS_FILE}")
+    return sae.to(v.resolve_device(device))
+
+
+def save(sae: SAE, path: str | Path) -> Path:
+    """`sae.save(path)`: an SAELens-format folder, written atomically."""
+    if not isinstance(sae, SAE):
+        raise TypeError(f"save takes an SAE, got {type(sae).__name__}")
+    return sae.save(path)

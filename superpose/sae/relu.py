@@ -95,7 +95,6 @@ class PenalisedSAE(SAE):
 
 class ReLUSAE(PenalisedSAE):
     architecture = "relu"
-    saelens_architecture = "standard"
 
     def _encode(self, x: Tensor) -> Encoded:
         pre, sae_in = self._linear(x, self.b_enc)
@@ -103,8 +102,8 @@ class ReLUSAE(PenalisedSAE):
         return Encoded(acts=self.hook_sae_acts_post(torch.relu(pre)), pre_acts=pre,
                        sae_in=sae_in)
 
-    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
-                    dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
+    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *, dead_mask: Tensor | None,
+                    sparsity_coefficient: float | None) -> dict[str, Tensor]:
         l1 = (enc.acts * self.W_dec_norms).sum(-1).mean()
         return {"sparsity": sparsity_coefficient * l1}
 

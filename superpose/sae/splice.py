@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from superpose import _validate as v
 from superpose import hooks
+from superpose._progress import bar
 from superpose.sae.base import SAE
 from superpose.sae.evaluation import loss_recovered
 
@@ -251,7 +251,7 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
                    scale: float | None = None, error_term: bool = False,
                    mean_ablation: bool = True, progress: bool = False) -> SplicedLosses:
     """Clean, spliced, zero- and mean-ablated losses of `model` on `tokens` [batch, pos]
-    (pos >= 2), `batch_size` sequences per forward pass (a tqdm bar with `progress=True`);
+    (pos >= 2), `batch_size` sequences per forward pass (a progress bar with `progress=True`);
     see the module docstring.
 
     Both the model and the SAE run in eval mode (restored afterwards); activations go to the
@@ -277,8 +277,8 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
     def keep(act: Tensor, hook: Any) -> None:
         seen["act"] = act
     try:
-        for i, chunk in enumerate(tqdm(chunks, disable=not progress, desc="spliced losses",
-                                       leave=False)):
+        for i, chunk in enumerate(bar(chunks, progress=progress, desc="spliced losses",
+                                      leave=False)):
             clean = _logits(model, chunk, [(hook_name, keep)])
             act = seen.pop("act")
             if i == 0:
@@ -301,7 +301,7 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
 
             def to_mean(a: Tensor, hook: Any) -> Tensor:
                 return mean.to(a.device, a.dtype).expand_as(a).clone()
-            for chunk in tqdm(chunks, disable=not progress, desc="mean ablation", leave=False):
+            for chunk in bar(chunks, progress=progress, desc="mean ablation", leave=False):
                 sums["mean"] += _ce_sum(_logits(model, chunk, [(hook_name, to_mean)]), chunk)
     finally:
         model.train(was_model)

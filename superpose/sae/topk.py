@@ -14,6 +14,8 @@ may change the dense tensor). Both paths give the same numbers (tested).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,7 +46,7 @@ def auxk_loss(sae: SAE, pre: Tensor, sae_in: Tensor, recon: Tensor, x: Tensor,
     if dead_idx.numel() == 0:
         return zero
     d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
-    k_aux = min(sae.cfg.effective_k_aux, dead_idx.numel())
+    k_aux = min(sae.cfg.k_aux, dead_idx.numel())
     flat = pre.reshape(-1, d_sae)
     n = flat.shape[0]
     with torch.no_grad():
@@ -63,9 +65,35 @@ def auxk_loss(sae: SAE, pre: Tensor, sae_in: Tensor, recon: Tensor, x: Tensor,
     return coefficient * (e_hat - residual).pow(2).sum(-1).mean()
 
 
+def latents_unhooked(sae: SAE) -> bool:
+    """Whether a training step may skip the dense latents: autograd is on and no hook on
+    hook_sae_acts_pre / hook_sae_acts_post wants to see (or change) them."""
+    return (torch.is_grad_enabled() and not is_hooked(sae.hook_sae_acts_pre)
+            and not is_hooked(sae.hook_sae_acts_post))
+
+
+def sparse_step(sae: SAE, x: Tensor, dead_mask: Tensor | None,
+                select: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]) -> TrainStepOutput:
+    """The training step TopK and BatchTopK share, their kept entries chosen by
+    `select(pre) -> (rows, cols, values)` on the detached pre-activations [n, d_sae]: only
+    those entries get encoder gradients (by gathers), only their decoder rows are read, and
+    the AuxK loss comes from the dead latents."""
+    check_dead_mask(sae, dead_mask)
+    sae_in = sae.process_input(x).reshape(-1, sae.cfg.d_in)
+    n = sae_in.shape[0]
+    with torch.no_grad():
+        pre = torch.addmm(sae.b_enc, sae_in, sae.W_enc)
+        rows, cols, kept = select(pre)
+    values = torch.relu(pre_at(sae_in, sae.W_enc, sae.b_enc, rows, cols, kept))
+    recon = decode_rows(values, rows, cols, sae.W_dec, n) + sae.b_dec
+    return sae._fast_step_output(
+        x, recon, pre, lambda r, t: {"aux": auxk_loss(sae, pre, sae_in, r, t, dead_mask,
+                                                      sae.cfg.aux_coefficient)},
+        sparse=(rows, cols, values))
+
+
 class TopKSAE(SAE):
     architecture = "topk"
-    saelens_architecture = "topk"
 
     def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         top = pre.topk(self.cfg.k, dim=-1, sorted=False)
@@ -92,8 +120,7 @@ class TopKSAE(SAE):
         return self.hook_sae_output(self._like_input(self.decode_sparse(values, indices), x))
 
     def _fast_path(self) -> bool:
-        return (torch.is_grad_enabled() and not is_hooked(self.hook_sae_acts_pre)
-                and not is_hooked(self.hook_sae_acts_post))
+        return latents_unhooked(self)
 
     def training_forward(self, x: Tensor, *, dead_mask: Tensor | None = None,
                          sparsity_coefficient: float | None = None) -> TrainStepOutput:
@@ -101,25 +128,17 @@ class TopKSAE(SAE):
         if not self._fast_path():
             return super().training_forward(x, dead_mask=dead_mask,
                                             sparsity_coefficient=sparsity_coefficient)
-        check_dead_mask(self, dead_mask)
-        d_in, k = self.cfg.d_in, self.cfg.k
-        sae_in = self.process_input(x).reshape(-1, d_in)
-        n = sae_in.shape[0]
-        with torch.no_grad():
-            pre = torch.addmm(self.b_enc, sae_in, self.W_enc)
-            top = pre.topk(k, dim=-1, sorted=False)
-        rows = torch.arange(n, device=pre.device).repeat_interleave(k)
-        cols = top.indices.reshape(-1)
-        values = torch.relu(pre_at(sae_in, self.W_enc, self.b_enc, rows, cols,
-                                   top.values.reshape(-1)))
-        recon = decode_rows(values, rows, cols, self.W_dec, n) + self.b_dec
-        return self._fast_step_output(
-            x, recon, pre, lambda r, t: {"aux": auxk_loss(self, pre, sae_in, r, t, dead_mask,
-                                                          self.cfg.aux_coefficient)},
-            sparse=(rows, cols, values))
+        k = self.cfg.k
 
-    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *,
-                    dead_mask: Tensor | None, sparsity_coefficient: float) -> dict[str, Tensor]:
+        def select(pre: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            top = pre.topk(k, dim=-1, sorted=False)
+            rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
+            return rows, top.indices.reshape(-1), top.values.reshape(-1)
+
+        return sparse_step(self, x, dead_mask, select)
+
+    def _aux_losses(self, enc: Encoded, recon: Tensor, x: Tensor, *, dead_mask: Tensor | None,
+                    sparsity_coefficient: float | None) -> dict[str, Tensor]:
         return {"aux": auxk_loss(self, enc.pre_acts, enc.sae_in, recon, x, dead_mask,
                                  self.cfg.aux_coefficient)}
 

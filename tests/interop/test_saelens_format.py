@@ -8,7 +8,7 @@ our function.
 SAELens registers its classes in sae_lens/__init__.py (`register_sae_class`,
 `register_sae_training_class`); the tests walk both registries, so an architecture a new
 SAELens adds fails `test_every_saelens_architecture_is_handled` until it is supported or
-refused on purpose (`superpose.sae.registry.FROM_SAELENS` / `REFUSED_SAELENS`)."""
+refused on purpose (`superpose.sae.io.FROM_SAELENS` / `REFUSED_SAELENS`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sae_lens import TrainingSAE as LensTrainingSAE
 from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
 from superpose import sae
-from superpose.sae.registry import FROM_SAELENS, REFUSED_SAELENS
+from superpose.sae.io import FROM_SAELENS, REFUSED_SAELENS
 
 D_IN, D_SAE, K, TOL = 16, 64, 4, 1e-5
 N_HEADS, D_HEAD = 4, 4
@@ -270,7 +270,9 @@ def test_negative_jumprelu_threshold_is_refused(tmp_path):
 # ---- here -> SAELens ----------------------------------------------------------------------------
 @torch.no_grad()
 def ours_random(arch: str, **kw) -> sae.SAE:
-    s = sae.create(sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K,
+    if arch in ("topk", "batchtopk"):
+        kw.setdefault("k", K)
+    s = sae.create(sae.SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch,
                                  hook_name=HOOK_Z if kw.get("reshape_activations") else HOOK,
                                  **kw), device="cpu")
     g = torch.Generator().manual_seed(7)
