@@ -50,6 +50,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import bursts  # noqa: E402  (benchmarks/bursts.py: a script's folder is on the path)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
@@ -333,15 +334,6 @@ def cpu_memory(names: list[str], d_vocab: int, threads: int) -> dict[str, tuple[
 
 # ---------------------------------------------------------------- main
 
-def paired(num: list[float], den: list[float]) -> tuple[float, float, float]:
-    """Median and quartiles of the per-round ratios num/den."""
-    ratios = [a / b for a, b in zip(num, den)]
-    if len(ratios) < 2:
-        return ratios[0], ratios[0], ratios[0]
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return statistics.median(ratios), q1, q3
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1000, help="training steps per contender")
@@ -366,8 +358,7 @@ def main() -> None:
     contenders, batches, val = build(device, steps)
     ours, ref, hooked = contenders
     d_vocab = ours.model.cfg.d_vocab
-    bounds = [steps * (r + 1) // rounds for r in range(rounds)]
-    sizes = [b - a for a, b in zip([0, *bounds[:-1]], bounds)]
+    sizes = bursts.even_bursts(steps, rounds)
 
     n_ours, n_ref = ours.model.n_params(), sum(p.numel() for p in ref.model.parameters())
     x0 = batches[0][0]
@@ -385,13 +376,10 @@ def main() -> None:
     for c in contenders:
         warm_up(c, batches)
     batches = batches[WARMUP:]
-    order = list(contenders)
-    for r in range(rounds):
-        for c in order:
-            c.burst(batches, sizes[r])
-        order = order[1:] + order[:1]              # rotate who goes first
-        print(f"  round {r + 1:2d}/{rounds}: " + "  ".join(
-            f"{c.name} {c.ms[-1]:6.1f}" for c in contenders) + "  ms/step", flush=True)
+    bursts.run_rounds(
+        contenders, rounds, rotate=True, run=lambda c, r: c.burst(batches, sizes[r]),
+        after_round=lambda r: print(f"  round {r + 1:2d}/{rounds}: " + "  ".join(
+            f"{c.name} {c.ms[-1]:6.1f}" for c in contenders) + "  ms/step", flush=True))
     assert all(c.count == steps for c in contenders)
 
     losses = {c.name: val_loss(c.model, val, device) for c in contenders}
@@ -419,11 +407,11 @@ def main() -> None:
     print(f"val loss |superpose - reference| = {abs(losses['superpose'] - losses['reference']):.2e}"
           f" (same init, same batches; ln(d_vocab) = {math.log(d_vocab):.3f})")
     for c in (hooked, ours):
-        med, q1, q3 = paired(ref.ms, c.ms)
+        med, q1, q3 = bursts.paired(ref.ms, c.ms)
         print(f"reference_ms/{c.name}_ms: median of per-round ratios {med:.3f}x (quartiles "
               f"{q1:.3f}-{q3:.3f}; ratio of medians, unpaired: "
               f"{statistics.median(ref.ms) / statistics.median(c.ms):.3f}x)")
-    print(f"\nRATIO reference_ms/superpose_ms: {paired(ref.ms, ours.ms)[0]:.3f}x (median of "
+    print(f"\nRATIO reference_ms/superpose_ms: {bursts.paired(ref.ms, ours.ms)[0]:.3f}x (median of "
           f"per-round ratios; goal >= 1.0)")
 
 

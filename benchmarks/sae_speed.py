@@ -37,11 +37,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")        # SAETrainer.fit always shows 
 import argparse  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
+import bursts  # noqa: E402  (benchmarks/bursts.py: a script's folder is on the path)
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
@@ -76,59 +75,6 @@ class FixedData:
 
 
 # ------------------------------------------------------------------------------ contenders
-
-class Parked:
-    """Runs `body(iterator, steps)` in a thread; the iterator parks every `burst` batches
-    until the scheduler lets the next burst run, and times only the bursts."""
-
-    def __init__(self, name: str, body: Callable[[Iterator[Tensor], int], Any],
-                 source: Iterator[Tensor], steps: int, burst: int, batch: int,
-                 w_dec: Callable[[], Tensor], directions: Tensor, sync: Callable[[], None]):
-        self.name, self.body, self.source, self.steps, self.burst = name, body, source, steps, burst
-        self.batch, self.w_dec, self.directions, self.sync = batch, w_dec, directions, sync
-        self.times: list[float] = []
-        self.recovery: list[tuple[int, float]] = []
-        self.go, self.done = threading.Event(), threading.Event()
-        self.error: BaseException | None = None
-        self.result: Any = None
-        self.t0 = 0.0
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _iter(self) -> Iterator[Tensor]:
-        for i in range(self.steps):
-            if i % self.burst == 0:
-                if i:
-                    self.sync()
-                    self.times.append(time.perf_counter() - self.t0)
-                    self._checkpoint(i)
-                    self.done.set()
-                self.go.wait()
-                self.go.clear()
-                self.t0 = time.perf_counter()
-            yield next(self.source)
-
-    @torch.no_grad()
-    def _checkpoint(self, step: int) -> None:
-        rec = ground_truth_metrics(self.w_dec().detach().cpu(), self.directions)["recovered"]
-        self.recovery.append((step * self.batch, rec))
-
-    def _run(self) -> None:
-        try:
-            self.result = self.body(self._iter(), self.steps)
-            self.sync()
-            self.times.append(time.perf_counter() - self.t0)
-            self._checkpoint(self.steps)
-        except BaseException as e:      # reported by the scheduler
-            self.error = e
-        self.done.set()
-
-    def run_burst(self) -> None:
-        self.done.clear()
-        self.go.set()
-        self.done.wait()
-        if self.error is not None:
-            raise RuntimeError(f"{self.name} failed") from self.error
-
 
 class RefSAE(nn.Module):
     """The plain loop's SAE: every latent dense, autograd for everything."""
@@ -211,7 +157,7 @@ def ref_body(arch: str, d_in: int, d_sae: int, k: int, lr: float, device: torch.
 def ours_body(arch: str, d_in: int, d_sae: int, k: int, device: torch.device,
               holder: dict[str, Any], overrides: dict[str, Any]
               ) -> Callable[[Iterator[Tensor], int], Any]:
-    kw: dict[str, Any] = {"k": k}
+    kw: dict[str, Any] = {"k": k} if arch in ("topk", "batchtopk") else {}
     if arch in COEFF:
         kw["sparsity_coefficient"] = COEFF[arch]
     if arch == "jumprelu":
@@ -329,13 +275,19 @@ def quality(model: Any, kind: str, gt: sae.GroundTruthFeatures, batch: int,
     return {"l0": l0 / n, "fve": 1 - sse / total_var, **gtm}
 
 
+def recorder(log: list[tuple[int, float]], holder: dict[str, Any], directions: Tensor,
+             batch: int) -> Callable[[int], None]:
+    """At each burst boundary (outside the timing): the fraction of true features recovered so
+    far, against the samples seen."""
+    @torch.no_grad()
+    def record(step: int) -> None:
+        rec = ground_truth_metrics(holder["model"].W_dec.detach().cpu(), directions)
+        log.append((step * batch, rec["recovered"]))
+    return record
+
+
 def first_at(recovery: list[tuple[int, float]], level: float) -> int | None:
     return next((s for s, r in recovery if r >= level), None)
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of time_b / time_a (> 1: a is faster)."""
-    return statistics.median(tb / ta for ta, tb in zip(a, b))
 
 
 # ------------------------------------------------------------------------------ main
@@ -412,29 +364,28 @@ def main(argv: list[str] | None = None) -> int:
                 mem[name] = peak_memory(lambda n=name, a=arch: factory(n, a, {}), mem_batches,
                                         device)
         holders = {name: {} for name in contenders}
+        recovery: dict[str, list[tuple[int, float]]] = {name: [] for name in contenders}
+        sizes = bursts.fixed_bursts(steps, args.burst)
         parked = []
         for name in contenders:
-            body = factory(name, arch, holders[name])
-            parked.append(Parked(name, body, data.batches(device), steps, args.burst,
-                                 args.batch, lambda h=holders[name]: h["model"].W_dec,
-                                 gt.directions, sync))
+            body, src = factory(name, arch, holders[name]), data.batches(device)
+            parked.append(bursts.Parked(
+                name, lambda c, body=body, src=src: body(c.wrap(src), c.steps), sizes,
+                sync=sync, on_boundary=recorder(recovery[name], holders[name], gt.directions,
+                                                args.batch)))
         for c in parked:
-            c.thread.start()
-        n_rounds = math.ceil(steps / args.burst)
-        for r in range(n_rounds):
-            order = parked[r % len(parked):] + parked[:r % len(parked)]
-            for c in order:
-                c.run_burst()
+            c.start()
+        n_rounds = len(sizes)
+        bursts.run_rounds(parked, n_rounds, rotate=True)
         for c in parked:
-            c.thread.join()
+            c.join()
         times = {c.name: c.times for c in parked}
         rows = {}
         for c in parked:
-            sizes = [min(args.burst, steps - i * args.burst) for i in range(n_rounds)]
-            tps = [s * args.batch / t for s, t in zip(sizes, c.times)]
+            tps = [r * args.batch for r in c.rates()]
             q = quality(holders[c.name]["model"], c.name, gt, args.batch, device)
             rows[c.name] = {"tok_s": statistics.median(tps), "mem": mem.get(c.name),
-                            "to99": first_at(c.recovery, 0.99), **q}
+                            "to99": first_at(recovery[c.name], 0.99), **q}
         print(f"{'contender':<9} {'tok/s':>9} {'peak MiB':>9} {'L0':>7} {'FVE':>6} "
               f"{'MMCS':>6} {'recov':>6} {'MCC':>6} {'to 99%':>9}")
         for name, row in rows.items():
@@ -446,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         line = {"arch": arch}
         for other in ("saelens", "ref"):
             if other in times and "ours" in times:
-                ratio = paired_ratio(times["ours"], times[other])
+                ratio = bursts.paired(times[other], times["ours"])[0]   # > 1: ours faster
                 line[other] = ratio
                 print(f"RATIO {arch} ours/{other} tokens/s (paired median over "
                       f"{n_rounds} rounds): {ratio:.2f}x")

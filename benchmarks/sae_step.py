@@ -23,6 +23,7 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import bursts  # noqa: E402  (benchmarks/bursts.py: a script's folder is on the path)
 import torch  # noqa: E402
 
 from superpose import sae  # noqa: E402
@@ -83,12 +84,12 @@ def main() -> None:
             burst(0.0), burst(1.0)                               # warm-up
             kept = s.training_forward(x).sparse                  # (cutoff 1: sparse)
             frac = kept[1].numel() / (args.batch * args.d_sae) if kept is not None else 1.0
-            sp, de = [], []
-            for r in range(args.rounds):
-                order = (1.0, 0.0) if r % 2 == 0 else (0.0, 1.0)
-                for cutoff in order:
-                    (sp if cutoff == 1.0 else de).append(burst(cutoff))
-            ratio = statistics.median(d / s_ for d, s_ in zip(de, sp))
+            ms: dict[float, list[float]] = {1.0: [], 0.0: []}      # sparse, dense
+            bursts.run_rounds([1.0, 0.0], args.rounds, rotate=True,
+                              run=lambda cutoff, r, ms=ms, burst=burst:
+                              ms[cutoff].append(burst(cutoff)))
+            sp, de = ms[1.0], ms[0.0]
+            ratio = bursts.paired(de, sp)[0]
             print(f"{arch:9s} {density:8.2f} {frac:6.3f} {statistics.median(sp):10.1f} "
                   f"{statistics.median(de):9.1f} {ratio:12.2f}x", flush=True)
         mod.SPARSE_MAX_DENSITY = saved

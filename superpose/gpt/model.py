@@ -125,7 +125,27 @@ def _sinusoidal_table(n_ctx: int, d_model: int) -> Tensor:
     return table.float()
 
 
-class Attention(nn.Module):
+class _Circuits:
+    """TransformerLens's QK and OV circuits as FactoredMatrix, from W_Q, W_K, W_V, W_O with any
+    leading dimensions: [head ...] on one attention layer, [layer head ...] on the GPT."""
+
+    W_Q: Tensor
+    W_K: Tensor
+    W_V: Tensor
+    W_O: Tensor
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """W_Q W_Kᵀ of every head: FactoredMatrix [... head d_model d_model]."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """W_V W_O of every head: FactoredMatrix [... head d_model d_model]."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+
+class Attention(_Circuits, nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -158,16 +178,6 @@ class Attention(nn.Module):
     b_Q = property(lambda self: self.b_QKV[0])
     b_K = property(lambda self: self.b_QKV[1])
     b_V = property(lambda self: self.b_QKV[2])
-
-    @property
-    def QK(self) -> FactoredMatrix:
-        """W_Q W_Kᵀ per head as a TL FactoredMatrix [head, d_model, d_model]."""
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self) -> FactoredMatrix:
-        """W_V W_O per head as a TL FactoredMatrix [head, d_model, d_model]."""
-        return FactoredMatrix(self.W_V, self.W_O)
 
     def _rotate(self, x: Tensor) -> Tensor:
         p, half = x.shape[1], x.shape[-1] // 2
@@ -310,7 +320,7 @@ class Unembed(nn.Module):
         return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
 
 
-class GPT(HookedRootModule):
+class GPT(_Circuits, HookedRootModule):
     """Decoder-only transformer; `forward(tokens) -> logits`. See the module docstring for the
     hook points, layouts and the fast/explicit attention paths.
 
@@ -464,7 +474,7 @@ class GPT(HookedRootModule):
                 self.check_tokens(tokens)
         blocks = self.blocks
         if start_at_layer is not None or stop_at_layer is not None:
-            # A list slice: slicing the ModuleList itself would build a new Module (~0.1 ms).
+            # A list slice: slicing the ModuleList itself would build a new Module each call.
             blocks = list(blocks)[start_at_layer:stop_at_layer]
         for block in blocks:
             x = block(x)
@@ -747,16 +757,6 @@ class GPT(HookedRootModule):
     W_out = property(lambda self: self._stack(lambda b: b.mlp.W_out))
     b_in = property(lambda self: self._stack(lambda b: b.mlp.b_in))
     b_out = property(lambda self: self._stack(lambda b: b.mlp.b_out))
-
-    @property
-    def QK(self) -> FactoredMatrix:
-        """W_Q W_Kᵀ of every head: FactoredMatrix [layer head d_model d_model]."""
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self) -> FactoredMatrix:
-        """W_V W_O of every head: FactoredMatrix [layer head d_model d_model]."""
-        return FactoredMatrix(self.W_V, self.W_O)
 
     def tl_parameters(self) -> dict[str, Tensor]:
         """Every weight under HookedTransformer's state-dict name and layout (embed.W_E,

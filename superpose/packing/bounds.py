@@ -51,8 +51,9 @@ def random_coherence(n: int, d: int) -> float:
 
     Computed from the exact tail of one pair's |cos| (cos² ~ Beta(1/2, (d−1)/2)), treating the
     n(n−1)/2 pairs as independent: the t with P(no pair above t) = 1/2. Pairs sharing a vector
-    are weakly dependent, so this runs a few percent high (0.617 vs 0.590 measured at n=1000,
-    d=50); the cruder heuristic sqrt(2 ln(n²) / d) from a Gaussian tail is 15-25% high."""
+    are weakly dependent, so this runs a few percent high; the cruder heuristic
+    sqrt(2 ln(n²) / d) from a Gaussian tail is further off (benchmarks/README.md has both
+    against simulation)."""
     if n < 2:
         return 0.0
     if d == 1:

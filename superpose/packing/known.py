@@ -62,7 +62,7 @@ def gold_lines(m: int, dtype: torch.dtype = torch.float32) -> Float[Tensor, "n d
     2^(m−1) ± 2^((m−1)/2), so every pair of the 4^m lines has N·|cos| ∈ {1, 2^((m+1)/2) ± 1}.
     That is a known algebraic packing close to Levenshtein's bound (ratio 1.16 at m = 5,
     1.07 at m = 7, 1.03 at m = 9; m = 3 is small enough for `pack` to beat it), far closer
-    than `pack` gets from random starts at the same size (1.28× at m = 5): a yardstick for
+    than `pack` gets from random starts at the same size: a yardstick for
     what the optimizer leaves on the table, and a structured start (`pack(init=...)` after
     selecting rows or coordinates).
 

@@ -102,14 +102,14 @@ _BLOCK_ELEMENTS = 2**21          # cosines per row block (8 MB in float32): fits
 
 
 def _exp_range(dtype: torch.dtype) -> tuple[float, float]:
-    """Clamp for the exponent: below, exp stays a normal float (denormals are ~50× slower on
-    CPUs); above, the sums cannot overflow."""
+    """Clamp for the exponent: below, exp stays a normal float (arithmetic on denormals is
+    many times slower on CPUs); above, the sums cannot overflow."""
     return (-80.0, 30.0) if dtype == torch.float32 else (-700.0, 200.0)
 
 
 def _rows(n: int, chunk: int | None) -> int:
-    """Rows per block: ~2M cosines, but at least 128 rows (a GEMM with fewer rows runs at half
-    speed: 16 vs 26-30 GFLOP/s at n=100000, d=1000 on one core)."""
+    """Rows per block: ~2M cosines, but at least 128 rows (a GEMM with fewer rows runs well
+    below the CPU's matmul throughput)."""
     return chunk or min(n, max(_BLOCK_ELEMENTS // n, 128))
 
 
@@ -176,16 +176,15 @@ def pack(n: int, d: int, *, steps: int = 2000, lr: float | int | None = None,
 
     Every step evaluates all pairs in upper-triangle row blocks of `chunk` rows (default:
     about 2M cosines per block, at least 128 rows), so memory is O(chunk · n + n·d), never
-    O(n²), and a step costs two GEMM-sized products (≈ 1.5 n²d multiply-adds): ~1.2 s of one
-    CPU core at (10000, 100), but ~20 min at (100000, 1000) — a GPU case (steps=0 still
-    measures the random start and its exact statistics, one half-Gram pass).
+    O(n²), and a step costs two GEMM-sized products (≈ 1.5 n²d multiply-adds), so the cost
+    grows as n²d: large cases (n = 10^5, d = 10^3) are for a GPU (steps=0 still measures the
+    random start and its exact statistics, one half-Gram pass).
 
-    What to expect: the small known cases (d ≤ 10) to within 0.03%; larger ones settle on a
-    plateau that does not depend on the seed (20 seeds at 276 × 23, optimum 0.2: 0.2861 to
-    0.2868), 1.2–1.65× above `bounds(n, d).best` and rising with d (1.24× at 400 × 20, 1.43×
-    at 276 × 23, 1.59× at 10000 × 100, 1.65× at 16384 × 127, where `gold_lines(7)` sits at
-    1.07×). Longer runs and other schedules move it by a few percent; a structured warm start
-    (`init=`) by a few more.
+    What to expect: the small known cases (d ≤ 10) are reached; larger ones settle on a
+    plateau above `bounds(n, d).best` that does not depend on the seed and rises with d (the
+    Levenshtein bound is not attained there; `gold_lines` shows how much closer a structured
+    packing gets). Longer runs and other schedules move it by a few percent; a structured warm
+    start (`init=`) by a few more. The measured ratios are in benchmarks/README.md.
 
     init: 'auto' | 'random' | 'orthonormal' | 'orthoplex' (see `initial_vectors`), or an
         [n, d] tensor to start from (a warm start; rows are normalised).

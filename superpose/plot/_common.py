@@ -15,6 +15,26 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
+def select_indices(sel: Any, n: int, *, empty: str, bad: Any) -> list[int]:
+    """`sel` (None for all, one integer, or integers; negative ones count from the end) as a
+    list of indices into n items. An empty selection raises ValueError(empty); a non-integer or
+    out-of-range entry x raises ValueError(bad(x))."""
+    if sel is None:
+        return list(range(n))
+    if isinstance(sel, (int, np.integer)) and not isinstance(sel, bool):
+        raw = [sel]
+    else:
+        raw = [sel] if isinstance(sel, bool) else list(sel)
+    if not raw:
+        raise ValueError(empty)
+    out = []
+    for i in raw:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= int(i) < n:
+            raise ValueError(bad(i))
+        out.append(int(i) % n)
+    return out
+
+
 class LabFigure(Figure):
     """A pyplot-free `Figure` that Jupyter displays by itself.
 
@@ -126,19 +146,11 @@ def as_vector_sets(source: Any, instances: int | Sequence[int] | None = None, *,
                          f"got shape {list(V.shape)}")
     V = V.float()
     n_inst = V.shape[0]
-    if instances is None:
-        idx = list(range(n_inst))
-    else:
-        raw = [instances] if isinstance(instances, (int, np.integer)) else list(instances)
-        if not raw:
-            raise ValueError("instances must select at least one instance, got an empty list")
-        idx = []
-        for i in raw:
-            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) \
-                    or not -n_inst <= int(i) < n_inst:
-                raise ValueError(f"instances must be integers in [0, {n_inst}) (there are "
-                                 f"{n_inst} instances), got {i!r}")
-            idx.append(int(i) % n_inst)
+    idx = select_indices(
+        instances, n_inst,
+        empty="instances must select at least one instance, got an empty list",
+        bad=lambda i: f"instances must be integers in [0, {n_inst}) (there are {n_inst} "
+                      f"instances), got {i!r}")
     V = V[idx]
     if titles is not None:
         titles = [titles[i] for i in idx]

@@ -31,7 +31,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from superpose.plot._common import figure_and_axes, grid_shape, root_figure
+from superpose.plot._common import figure_and_axes, grid_shape, root_figure, select_indices
 
 PATTERN_KEY = "blocks.{layer}.attn.hook_pattern"
 _PATTERN_RE = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
@@ -118,20 +118,10 @@ def _select_batch(pattern: Tensor, batch: Any) -> Tensor:
 
 
 def _heads(heads: Any, n_heads: int) -> list[int]:
-    if heads is None:
-        return list(range(n_heads))
-    raw = [heads] if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool) \
-        else list(heads)
-    if not raw:
-        raise ValueError("heads must select at least one head, got an empty list")
-    out = []
-    for h in raw:
-        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) \
-                or not -n_heads <= int(h) < n_heads:
-            raise ValueError(f"head {h!r} is out of range: this layer has {n_heads} heads "
-                             f"(valid: 0..{n_heads - 1})")
-        out.append(int(h) % n_heads)
-    return out
+    return select_indices(
+        heads, n_heads, empty="heads must select at least one head, got an empty list",
+        bad=lambda h: f"head {h!r} is out of range: this layer has {n_heads} heads "
+                      f"(valid: 0..{n_heads - 1})")
 
 
 def visible_token(tok: str) -> str:
