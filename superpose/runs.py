@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,20 +92,28 @@ def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
     return folder
 
 
+def saved_folder(path: str | Path, files: Sequence[str], what: str) -> Path:
+    """`path` as a Path, after checking that it is a folder holding every one of `files`; the
+    FileNotFoundError says which is missing and what such a folder holds (`what`, e.g.
+    "a saved ToyModel", "an SAE folder")."""
+    folder = Path(path)
+    listed = " and ".join(files) if len(files) <= 2 else ", ".join(files)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; expected {what} holding {listed}")
+    for name in files:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} has no {name}; it is not {what} "
+                                    f"(expected {listed})")
+    return folder
+
+
 def load_module(path: str | Path, cls: type, cfg_cls: type, *,
                 device: torch.device | str | None = None) -> Any:
     """Rebuild `cls(cfg)` from a folder written by `save_module`, with clear errors."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder; expected one holding "
-                                f"{CONFIG_FILE} and {WEIGHTS_FILE}")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} has no {name}; it is not a saved "
-                                    f"{cls.__name__} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+    folder = saved_folder(path, (CONFIG_FILE, WEIGHTS_FILE), f"a saved {cls.__name__}")
     cfg = v.config_from_dict(cfg_cls, read_json(folder / CONFIG_FILE))
     try:
         state = load_file(str(folder / WEIGHTS_FILE))

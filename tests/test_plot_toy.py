@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from superpose import plot, toy
 from superpose.plot._common import as_vector_sets, figure_and_axes
+from superpose.toy.training import ToyHistory
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +104,11 @@ def test_feature_bars_lengths_and_colours():
 
 
 def test_loss_curves_single_and_dict():
-    steps = torch.arange(0, 100, 10)
     loss = torch.rand(10, 3) + 0.1
-    res = toy.TrainResult(steps, loss, torch.full((10,), 1e-3), 1.0, toy.TrainConfig())
+    history = ToyHistory()
+    for i in range(10):
+        history.record(step=10 * i, loss=loss[i].tolist(), lr=1e-3, seconds=0.1 * i)
+    res = toy.TrainResult(history=history, config=toy.TrainConfig(), step=100, seconds=1.0)
     fig = plot.loss_curves(res, labels=["a", "b", "c"], smooth=3)
     ax = fig.axes[0]
     assert len(fig.axes) == 1 and len(ax.lines) == 3 and ax.get_yscale() == "log"
@@ -115,5 +118,5 @@ def test_loss_curves_single_and_dict():
     assert plot.loss_curves(res, ax=given).axes[0] is given
     with pytest.raises(ValueError, match="labels must have one entry per instance"):
         plot.loss_curves(res, labels=["a"])
-    with pytest.raises(ValueError, match="must be a TrainResult"):
+    with pytest.raises(ValueError, match="must be a training result"):
         plot.loss_curves(loss)

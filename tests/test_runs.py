@@ -43,3 +43,17 @@ def test_read_json_on_corrupt_file(tmp_path):
     (tmp_path / "x.json").write_text("{nope")
     with pytest.raises(ValueError, match="is not valid JSON"):
         runs.read_json(tmp_path / "x.json")
+
+
+def test_saved_folder_names_what_is_missing(tmp_path):
+    from superpose.runs import saved_folder
+
+    with pytest.raises(FileNotFoundError, match=r"is not a folder; expected a saved X holding "
+                                                r"a\.json and b\.bin"):
+        saved_folder(tmp_path / "nope", ("a.json", "b.bin"), "a saved X")
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"has no b\.bin; it is not a saved X "
+                                                r"\(expected a\.json and b\.bin\)"):
+        saved_folder(tmp_path, ("a.json", "b.bin"), "a saved X")
+    (tmp_path / "b.bin").write_bytes(b"")
+    assert saved_folder(str(tmp_path), ("a.json", "b.bin"), "a saved X") == tmp_path
