@@ -10,8 +10,9 @@ A folder holds
                             rescale_acts_by_decoder_norm=false (TopK), a few training
                             hyper-parameters SAELens's training configs share with ours, and
                             "metadata" {hook_name, model_name, sae_lens_version}; plus
-                            "superpose": our own full SAEConfig (SAELens keeps only the keys
-                            its config classes know).
+                            "superpose": our own full SAEConfig with its format_version
+                            (SAELens keeps only the keys its config classes know; see
+                            FORMAT_VERSION for what each version holds).
   sae_weights.safetensors   W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],
                             threshold [d_sae] (JumpReLU; BatchTopK as JumpReLU), and b_gate,
                             r_mag, b_mag instead of b_enc for Gated.
@@ -52,8 +53,6 @@ scaling_factor other than 1; pre-6.0 configs whose activation_fn is neither relu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,10 +160,10 @@ def write_folder(path: str | Path, cfg_json: dict[str, Any], tensors: dict[str, 
                  ) -> Path:
     """Write cfg.json and sae_weights.safetensors into the folder `path` (made if missing).
 
-    Both files are first written to temporary names in that folder and only then renamed over
-    the old ones, so a failed write (a full disk, a tensor safetensors refuses) leaves a
-    previously saved SAE there intact: renaming one file at a time as it is written could pair
-    new weights with an old cfg.json."""
+    Both files are written in full to temporary names (`runs.atomic_write`) before either is
+    renamed into place, the weights' rename last: a failed write (a full disk, a tensor
+    safetensors refuses) leaves a previously saved SAE there intact, where renaming each file
+    as soon as it is written could pair new weights with an old cfg.json."""
     from safetensors.torch import save_file
 
     folder = Path(path)
@@ -172,20 +171,12 @@ def write_folder(path: str | Path, cfg_json: dict[str, Any], tensors: dict[str, 
         raise ValueError(f"{folder} is a file; an SAE is saved as a folder")
     tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
     text = json.dumps(cfg_json, indent=2) + "\n"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmps: list[Path] = []
-    try:
-        for suffix in (WEIGHTS_FILE, CFG_FILE):
-            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{suffix}.", suffix=".tmp")
-            os.close(fd)
-            tmps.append(Path(name))
-        save_file(tensors, str(tmps[0]))
-        tmps[1].write_text(text)
-        os.replace(tmps[0], folder / WEIGHTS_FILE)
-        os.replace(tmps[1], folder / CFG_FILE)
-    finally:
-        for t in tmps:
-            t.unlink(missing_ok=True)
+
+    def weights_then_config(tmp: Path) -> None:
+        save_file(tensors, str(tmp))
+        runs.atomic_write(folder / CFG_FILE, lambda p: p.write_text(text))
+
+    runs.atomic_write(folder / WEIGHTS_FILE, weights_then_config)
     return folder
 
 

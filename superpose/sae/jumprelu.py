@@ -24,8 +24,8 @@ from superpose.sae.base import Encoded
 from superpose.sae.relu import PenalisedSAE
 
 # Kept-entry fraction up to which a step runs sparse (CPU; see `relu.sparse_max_density`):
-# higher than ReLU's, as the dense route's kernel terms cost more (benchmarks/sae_step.py:
-# sparse vs dense 158 vs 328 ms at 10%, 286 vs 329 ms at 25%, 323 vs 300 ms at 30%).
+# higher than ReLU's, as the dense route also pays for the kernel terms on every entry
+# (the crossover from benchmarks/sae_step.py is in benchmarks/README.md).
 SPARSE_MAX_DENSITY = 0.25
 
 

@@ -21,16 +21,16 @@ from superpose.hooks import is_hooked
 from superpose.sae.base import SAE, Encoded, TrainStepOutput
 from superpose.sae.sparse import csr_decode, csr_pre, encoder_pre, kept_entries
 
-# Fraction of [batch, d_sae] entries up to which a step runs sparse (CPU). Measured with
-# benchmarks/sae_step.py on 1 thread (batch 4096, d_in 128, d_sae 1024): sparse vs dense step
-# 76 vs 211 ms at 1%, 138 vs 209 ms at 10%, 172 vs 202 ms at 15%, 211 vs 197 ms at 20%.
+# Fraction of [batch, d_sae] entries up to which a step runs sparse (CPU): the sparse products
+# cost in proportion to the kept entries, the dense ones do not, and this is where the two cross
+# (benchmarks/sae_step.py; the figures are in benchmarks/README.md).
 SPARSE_MAX_DENSITY = 0.15
 
 
 def sparse_max_density(device: torch.device, cpu: float) -> float:
-    """The sparse path's density cutoff: `cpu` on CPU. On CUDA dense GEMMs are so cheap that
-    the sparse route (whose `nonzero` also waits for the GPU) is not used: never measured on
-    a GPU here, so the dense path, which is known to be fast there, is the default."""
+    """The sparse path's density cutoff: `cpu` on CPU, 0 (always dense) on CUDA, where dense
+    GEMMs are cheap and the sparse route's `nonzero` would wait for the GPU every step; the
+    CPU crossover says nothing about where a GPU's would be."""
     return cpu if device.type == "cpu" else 0.0
 
 

@@ -18,9 +18,8 @@ The penalised architectures (ReLU, JumpReLU) keep a varying number of entries pe
 CSR matrix and `csr_pre` / `csr_decode` run every product as one sparse-dense matrix product
 (MKL's sparse BLAS on CPU, cuSPARSE on CUDA): the decoder Σ acts·W_dec (CSR @ dense), its
 gradient for the kept acts (a sampled dense-dense product, SDDMM), and the two weight
-gradients (the transposed pattern @ dense). Measured on 1 CPU thread at batch 4096, d_in 128,
-d_sae 1024 and 10% density: ~11 ms per product against ~32 ms for the dense one, and 0.2
-GFLOP/s for a gather-and-dot SDDMM against 9 GFLOP/s for the sparse BLAS one.
+gradients (the transposed pattern @ dense). Sparse BLAS rather than gathers, because a
+gather-and-dot SDDMM runs far below the library kernel's rate (figures in benchmarks/README.md).
 """
 
 from __future__ import annotations
