@@ -16,6 +16,8 @@ ARCHS = ["relu", "topk", "batchtopk", "jumprelu", "gated"]
 
 
 def make(arch: str = "topk", d_in: int = 32, d_sae: int = 64, **kw) -> sae.SAE:
+    # each option applies to its architectures only (SAEConfig refuses the others)
+    kw.pop("sparsity_coefficient" if arch in ("topk", "batchtopk") else "k", None)
     return sae.create(sae.SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch, **kw),
                       device="cpu")
 
@@ -51,7 +53,7 @@ def test_every_architecture_lowers_its_loss(arch):
     s = make(arch, k=8, sparsity_coefficient=0.1)
     r = train(s, gt.batches(128), steps=200, progress=False, log_every=10)
     assert r.history.mse[-1] < 0.5 * r.history.mse[0]
-    assert r.history.step[-1] == 199 and r.samples == 200 * 128
+    assert r.history.step[-1] == 200 and r.samples == 200 * 128
     assert all(torch.isfinite(p).all() for p in s.parameters())
     if arch in ("topk", "batchtopk"):
         torch.testing.assert_close(s.W_dec.norm(dim=-1), torch.ones(64))
@@ -128,8 +130,8 @@ def test_loss_recovered_formula():
 # ---- training pieces -----------------------------------------------------------------------
 
 def test_schedules_and_geometric_median():
-    cfg = SAETrainConfig(lr_warmup_fraction=0.1, lr_decay_fraction=0.2)
-    lrs = [lr_at(s, 100, 1.0, cfg) for s in range(100)]
+    cfg = SAETrainConfig(warmup_steps=0.1, decay_steps=0.2)
+    lrs = [lr_at(s, cfg, steps=100, lr=1.0) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == 1.0 and lrs[79] == 1.0
     assert lrs[80] == pytest.approx(1.0) and lrs[99] == pytest.approx(0.05)
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [100.0, 100.0]])
@@ -143,7 +145,7 @@ def test_dead_latent_tracking_counts_a_never_firing_latent():
     with torch.no_grad():
         s.W_enc[:, 5] = 0.0
         s.b_enc[5] = -100.0       # latent 5 can never fire; its gradient is zero
-    r = train(s, gt.batches(64), steps=40, dead_window=1000, progress=False, grad_clip=0.0)
+    r = train(s, gt.batches(64), steps=40, dead_window=1000, progress=False, grad_clip=None)
     assert bool(r.dead_mask[5]) and r.samples_since_fired[5] == 40 * 64
     assert r.history.frac_dead[-1] >= 1 / 64
     assert r.history.frac_dead[0] == 0.0        # nothing is dead before the window has passed
@@ -162,8 +164,8 @@ def test_resampling_revives_dead_latents():
 
 
 def test_config_validation(user_errors):
-    with pytest.raises(ValueError, match="lr_decay must be one of"):
-        SAETrainConfig(lr_decay="exp")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        SAETrainConfig(schedule="exp")
     with pytest.raises(ValueError, match="dead_window must be a positive integer"):
         SAETrainConfig(dead_window=0)
     with pytest.raises(ValueError, match="unknown SAETrainConfig field"):
@@ -180,10 +182,10 @@ def test_nan_batch_fails_with_its_index_and_is_not_trained_on(user_errors):
     batches[2][4, 7] = float("nan")
     before = {k: t.clone() for k, t in s.state_dict().items()}
     with pytest.raises(ValueError, match="batch 2 contains NaN or inf"):
-        train(s, batches, steps=3, progress=False, lr_warmup_fraction=0.0, lr_decay="none")
+        train(s, batches, steps=3, progress=False, warmup_steps=0, schedule="constant")
     s2 = make()
     s2.load_state_dict(before)
-    train(s2, batches[:2], steps=2, progress=False, lr_warmup_fraction=0.0, lr_decay="none")
+    train(s2, batches[:2], steps=2, progress=False, warmup_steps=0, schedule="constant")
     # steps 0 and 1 happened; the NaN batch never touched the weights
     for k, t in s.state_dict().items():
         torch.testing.assert_close(t, s2.state_dict()[k], rtol=0, atol=0)
@@ -229,12 +231,15 @@ def test_resume_equals_uninterrupted(tmp_path, arch):
     assert r.resumed_from == 15
     for k, t in ref.state_dict().items():
         torch.testing.assert_close(s2.state_dict()[k], t, rtol=0, atol=0)
-    assert r.history == r_ref.history
+    assert r.history.step == r_ref.history.step == [1, 5, 10, 15, 20, 25, 30]
+    for name in ("loss", "mse", "l0", "frac_dead", "lr", "samples", "resampled"):
+        assert getattr(r.history, name) == getattr(r_ref.history, name), name
     torch.testing.assert_close(r.samples_since_fired, r_ref.samples_since_fired)
     loaded = sae.load(r.saved_to)
     torch.testing.assert_close(loaded.W_dec, ref.W_dec)
-    meta = json.loads((tmp_path / "checkpoint-00000025" / "state.json").read_text())
-    assert meta["step"] == 25 and "optimizer" in meta
+    meta = json.loads((tmp_path / "checkpoint-00000030" / "checkpoint.json").read_text())
+    assert meta["step"] == 30 and meta["samples"] == 30 * 64
+    assert meta["format"] == "superpose.sae.checkpoint/2" and "state.safetensors" in meta["files"]
 
 
 def test_failed_run_keeps_the_saved_sae(tmp_path, user_errors):
@@ -255,7 +260,8 @@ def test_existing_checkpoints_need_resume(tmp_path, user_errors):
     train(make(), gt.batches(32), steps=4, out=tmp_path, checkpoint_every=2, progress=False)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(make(), gt.batches(32), steps=4, out=tmp_path, checkpoint_every=2, progress=False)
-    with pytest.raises(ValueError, match="another SAETrainConfig"):
+    with pytest.raises(ValueError, match="trained with a different config .*lr: checkpoint "
+                                         "None, now 0.5"):
         train(make(), gt.batches(32), steps=4, out=tmp_path, checkpoint_every=2, lr=0.5,
               resume=True, progress=False)
 

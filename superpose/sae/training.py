@@ -7,35 +7,14 @@ One step: x → `sae.training_forward(x, dead_mask=, sparsity_coefficient=)` →
 the gradient norm (1.0) → for unit-norm decoders remove each decoder row's gradient component
 parallel to the row → Adam(0.9, 0.999) → renormalise the rows → count which latents fired.
 
-How the defaults were chosen (see `default_lr`):
-- lr=None means the lr ∝ 1/sqrt(width) scaling of Gao et al. (2024, Sec. 2.3): c·sqrt(1024 /
-  d_sae) with c = 2e-2 for topk and 4e-3 for batchtopk (unit-norm decoder rows; capped at
-  2e-2), 8e-3 for relu and jumprelu and 4e-3 for gated (capped at 1e-2).
-  The TopK constant comes from benchmarks/sae_speed.py on the issue's benchmark (1024 unit
-  features in 128-d, p = 8/1024, U(0.5, 1.5), noise 0.02, 2^18 vectors, batch 4096, d_sae 1024,
-  k 16, CPU). SAELens's SAETrainer at lr 3e-3 first reached 99% of the true features at
-  cos ≥ 0.9 after 2.69M samples (99.9% at 4.2M). Ours: at 4e-3 (the old default) 2.82M
-  (99.6% at 4.2M); at 1e-2 1.77M (2.9M-sample run); given only 1.38M samples (about half of
-  SAELens's 2.69M, the goal), lr 1e-2 ended at 97.9% but lr 2e-2 passed 99% at 1.11M and ended
-  at 99.5%; with 2e-2 over the full 4.2M schedule, 99% at 1.38M and 100% at the end (FVE 0.841
-  at L0 15.5; SAELens 0.840 at L0 15.6). Unit-norm rows, gradient clipping and the decay at
-  the end keep 2e-2 stable here; it is one data set, so the penalised architectures (free
-  decoder norms, untested at 2e-2) keep lower constants. ReLU (L1 0.3 on acts·‖W_dec row‖,
-  same benchmark; SAELens "standard" at 3e-3 reached 99% after 3.80M samples, 99.2% at
-  4.2M): ours at 4e-3 ended at 98.4% without reaching 99%; at 8e-3 99% after 2.62M and 99.9%
-  at the end (FVE 0.798 at L0 19.5; SAELens 0.794 at L0 19.9); at 1.6e-2 99% after 2.42M but
-  99.4% at the end — so 8e-3. JumpReLU (L0 0.1, θ₀ 0.1, ε 0.05): SAELens 92.5% at 4.2M;
-  ours 90.9% at 4e-3 and 93.6% at 8e-3 (FVE 0.745 at L0 6.5 vs 0.740 at L0 7.0). Gated
-  (L1 3.0) keeps 4e-3: at 8e-3 it fell to L0 0.8 and 52% recovered (85% at 4e-3).
-  BatchTopK (k 16) does not share TopK's constant: at 2e-2 it ended at 62% recovered (FVE
-  0.735), at 8e-3 79% (0.777), at 4e-3 83% (0.781) — so 4e-3; it loses latents that never
-  pass its inference threshold (31% in sae_ground_truth's full run at 2e-2).
-  (Earlier reduced checks that found "100% at every lr" were void: GroundTruthFeatures then
-  drew its directions with the same seed and shape as the SAE's initial decoder, so recovery
-  was perfect at step 0.)
-  Resampling dead latents every 50 steps made TopK worse (98.5% at 2.9M).
+How the defaults were chosen (the measurements behind them: benchmarks/README.md, "SAE
+training defaults"):
+- lr=None means the lr ∝ 1/sqrt(width) scaling of Gao et al. (2024, Sec. 2.3), with a constant
+  per architecture (`default_lr`): unit-norm decoders with gradient clipping stay stable at a
+  higher rate than the penalised architectures, whose decoder norms are free.
 - LR schedule: a short linear warm-up (1% of the steps), constant, then linear decay to 0 over
-  the last 20% (Anthropic, "Circuits Updates — April 2024"); "cosine" is the alternative.
+  the last 20% (Anthropic, "Circuits Updates — April 2024"); any schedule of
+  `superpose.train.schedule` can be chosen instead, with the same field names as every trainer.
 - Sparsity coefficient (relu, jumprelu, gated): linear warm-up from 0 over the first 5% of the
   steps (Anthropic's recipe), so latents find directions before they are pushed to zero.
 - b_dec starts at the geometric median of the first batch (Weiszfeld iterations; Bricken et al.
@@ -45,45 +24,54 @@ How the defaults were chosen (see `default_lr`):
   `resample_every` re-initialises dead latents toward badly reconstructed inputs (Bricken et
   al. 2023, "Towards Monosemanticity", neuron resampling) and zeroes their Adam moments.
 
-Checkpoints (`out=`, `checkpoint_every=`): `<out>/checkpoint-<step>/` holding state.safetensors
-(weights, Adam moments, dead-latent counters, the resampling RNG) and state.json (configs,
-Adam's scalars, the history), written last; the folder is renamed into place atomically.
-`resume=True` loads the newest one and skips the batches it already consumed, so a
-deterministic data source repeats the uninterrupted run exactly. The final SAE goes to
-`<out>/sae` (SAELens format) only when the run succeeds.
+Checkpoints (`out=`, `checkpoint_every=`): the format and resume rule of every trainer
+(`superpose.train.checkpoint`); the trainer's own state is the dead-latent counters
+(state.safetensors) and the resampling generator (rng.safetensors). `resume=True` loads the
+newest and skips the batches it already consumed, so a deterministic data source repeats the
+uninterrupted run exactly. Checkpoints written by earlier versions (state.json +
+state.safetensors, no hashes) still resume. The final SAE goes to `<out>/sae` (SAELens format)
+only when the run succeeds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
-import os
-import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from superpose import _progress, runs
 from superpose import _validate as v
-from superpose import runs
 from superpose.sae.base import SAE
+from superpose.train import checkpoint as ckpt_io
+from superpose.train.optim import adam
+from superpose.train.result import History, TrainResult
+from superpose.train.schedule import (
+    SCHEDULE_RULES,
+    STEPS_OR_FRACTION,
+    check_schedule_fits,
+    lr_at,
+    resolve_steps,
+    should_log,
+)
 
 log = logging.getLogger(__name__)
 
 UNIT_NORM = ("topk", "batchtopk")          # decoder rows kept on the unit sphere
 SPARSITY_PENALTY = ("relu", "jumprelu", "gated")
-CHECKPOINT_FORMAT = "superpose.sae.checkpoint/1"
-_CKPT = re.compile(r"^checkpoint-(\d{8})$")
+CHECKPOINT_FORMAT = "superpose.sae.checkpoint/2"
+LEGACY_FORMAT = "superpose.sae.checkpoint/1"     # state.json + state.safetensors, no hashes
+# Fields a resumed run may change: they do not alter the trajectory (`steps` moves the decay,
+# but extending a finished run is what it is for).
+RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
 # lr at d_sae = 1024 and its cap, per architecture (how they were chosen: module docstring)
@@ -99,35 +87,62 @@ def default_lr(d_sae: int, architecture: str | None = None) -> float:
     return min(_LR_CAP.get(architecture or "", 1e-2), c * math.sqrt(1024 / d_sae))
 
 
-@dataclass(frozen=True)
+CONSTRAINTS: dict[str, v.Rule] = {
+    "steps": v.Int(1) | v.Const(None),
+    **SCHEDULE_RULES,
+    "lr": v.Float(gt=0) | v.Const(None),
+    "betas": v.Pair(v.Float(ge=0, lt=1)),
+    "sparsity_coefficient": v.Float(ge=0) | v.Const(None),
+    "sparsity_warmup_steps": STEPS_OR_FRACTION,
+    "grad_clip": (v.Float(gt=0) | v.Const(None)).described(
+        "a positive finite max norm, or None to turn clipping off"),
+    "decoder_norm": v.Choice("auto", "unit", "free"),
+    "b_dec_init": v.Choice("geometric_median", "mean", "zeros"),
+    "dead_window": v.Int(1),
+    "resample_every": v.Int(1) | v.Const(None),
+    "resample_encoder_scale": v.Float(gt=0),
+    "checkpoint_every": v.Int(0) | v.Const(None),
+    "keep_checkpoints": v.Int(1),
+    "log_every": v.Int(1),
+    "seed": v.Int(0),
+}
+
+# SAETrainConfig keys of earlier versions (checkpoints written before still resume).
+_RENAMED = {"lr_warmup_fraction": "warmup_steps", "lr_decay": "schedule",
+            "lr_decay_fraction": "decay_steps", "sparsity_warmup_fraction": "sparsity_warmup_steps"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class SAETrainConfig:
-    """How to train one SAE (see the module docstring for where the defaults come from).
+    """How to train one SAE (the module docstring says where the defaults come from; the rule
+    of each field is in `CONSTRAINTS`).
 
     steps: optimizer steps; None takes `n_samples / batch size` or `len(data)`.
-    lr: None means `default_lr(d_sae, architecture)`. lr_warmup_fraction, lr_decay_fraction:
-      the warm-up at the start and (for lr_decay="linear") the linear decay at the end, as
-      fractions of steps.
+    lr: None means `default_lr(d_sae, architecture)`. schedule, warmup_steps, decay_steps,
+      min_lr_ratio: every trainer's schedule fields (`superpose.train.schedule`); a float in
+      [0, 1] is a fraction of the run, since its length may be known only from the data.
     sparsity_coefficient: overrides the SAE config's (None keeps it);
-      sparsity_warmup_fraction: its linear warm-up (relu, jumprelu, gated).
-    grad_clip: max global gradient norm (0 turns clipping off).
+      sparsity_warmup_steps: its linear warm-up (relu, jumprelu, gated).
+    grad_clip: max global gradient norm (None turns clipping off).
     decoder_norm: "auto" (unit rows with the parallel gradient removed for topk/batchtopk,
       free rows elsewhere: their penalties weight by the row norm), "unit" or "free".
     b_dec_init: "geometric_median" | "mean" | "zeros" of the first batch.
     dead_window: samples without firing after which a latent counts as dead.
     resample_every: steps between Anthropic-style resamplings of dead latents (None: never).
-    checkpoint_every: steps between checkpoints when `out` is given (None: none); keep the
-      newest `keep_checkpoints`.
+    checkpoint_every: with `out`, a checkpoint every N steps and at the end (0: at the end
+      only; None: none); keep the newest `keep_checkpoints`.
     """
 
     steps: int | None = None
     lr: float | None = None
+    schedule: str = "linear"
+    warmup_steps: int | float = 0.01
+    decay_steps: int | float | None = 0.2
+    min_lr_ratio: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
-    lr_warmup_fraction: float = 0.01
-    lr_decay: str = "linear"
-    lr_decay_fraction: float = 0.2
     sparsity_coefficient: float | None = None
-    sparsity_warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
+    sparsity_warmup_steps: int | float = 0.05
+    grad_clip: float | None = 1.0
     decoder_norm: str = "auto"
     b_dec_init: str = "geometric_median"
     dead_window: int = 100_000
@@ -139,67 +154,50 @@ class SAETrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps is not None:
-            v.positive_int("steps", self.steps)
-        if self.lr is not None:
-            v.positive_float("lr", self.lr)
-        b = self.betas
-        if not (isinstance(b, tuple) and len(b) == 2
-                and all(isinstance(x, float) and 0 <= x < 1 for x in b)):
-            raise ValueError(f"betas must be a pair of floats in [0, 1), got {b!r}")
-        for name in ("lr_warmup_fraction", "lr_decay_fraction", "sparsity_warmup_fraction"):
-            value = getattr(self, name)
-            v.non_negative_float(name, value)
-            if value > 1:
-                raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
-        v.choice("lr_decay", self.lr_decay, ["linear", "cosine", "none"])
-        if self.sparsity_coefficient is not None:
-            v.non_negative_float("sparsity_coefficient", self.sparsity_coefficient)
-        v.non_negative_float("grad_clip", self.grad_clip)
-        v.choice("decoder_norm", self.decoder_norm, ["auto", "unit", "free"])
-        v.choice("b_dec_init", self.b_dec_init, ["geometric_median", "mean", "zeros"])
-        v.positive_int("dead_window", self.dead_window)
-        for name in ("resample_every", "checkpoint_every"):
-            if getattr(self, name) is not None:
-                v.positive_int(name, getattr(self, name))
-        v.positive_float("resample_encoder_scale", self.resample_encoder_scale)
-        v.positive_int("keep_checkpoints", self.keep_checkpoints)
-        v.positive_int("log_every", self.log_every)
-        v.non_negative_int("seed", self.seed)
+        v.check_fields(self, CONSTRAINTS)
+        check_schedule_fits(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAETrainConfig:
+        """From JSON, including the keys of earlier versions (lr_warmup_fraction, lr_decay,
+        lr_decay_fraction, sparsity_warmup_fraction; grad_clip 0 meant no clipping)."""
+        data = {_RENAMED.get(k, k): val for k, val in data.items()}
+        if data.get("schedule") == "none":
+            data["schedule"] = "constant"
+        if data.get("grad_clip") == 0:
+            data["grad_clip"] = None
+        if "betas" in data and isinstance(data["betas"], list):
+            data["betas"] = tuple(data["betas"])
+        return v.config_from_dict(cls, data)
 
 
 @dataclass
-class SAETrainHistory:
-    """One entry per logged step (every `log_every` steps and the last)."""
+class SAETrainHistory(History):
+    """Besides `step`, `loss`, `lr` and `seconds`: the samples seen, the loss's parts (mse,
+    sparsity penalty, auxiliary), the batch's mean L0, the fraction of dead latents and how
+    many latents were resampled since the previous entry."""
 
-    step: list[int] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
     mse: list[float] = field(default_factory=list)
     sparsity: list[float] = field(default_factory=list)
     aux: list[float] = field(default_factory=list)
     l0: list[float] = field(default_factory=list)
     frac_dead: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    resampled: list[int] = field(default_factory=list)   # latents re-initialised since last log
+    resampled: list[int] = field(default_factory=list)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SAETrainHistory:
-        return cls(**{f.name: list(d[f.name]) for f in dataclasses.fields(cls)})
+    LOSS_LABEL: ClassVar[str] = "loss (MSE + sparsity + auxiliary)"
 
 
-@dataclass
-class SAETrainResult:
+@dataclass(kw_only=True)
+class SAETrainResult(TrainResult):
+    """`superpose.train.TrainResult` plus the trained SAE, the samples seen, the dead-latent
+    counters at the end and where the SAE was saved."""
+
     sae: SAE
-    history: SAETrainHistory
-    cfg: SAETrainConfig
-    steps: int
     samples: int
-    seconds: float
     samples_since_fired: Tensor   # [d_sae], the dead-latent counters at the end
     dead_mask: Tensor             # [d_sae] bool
     saved_to: Path | None = None
-    resumed_from: int | None = None
 
     @property
     def frac_dead(self) -> float:
@@ -208,22 +206,8 @@ class SAETrainResult:
 
 # ---- schedules and initialisation ----------------------------------------------------------
 
-def lr_at(step: int, total: int, lr: float, cfg: SAETrainConfig) -> float:
-    warm = math.ceil(cfg.lr_warmup_fraction * total)
-    if step < warm:
-        return lr * (step + 1) / warm
-    if cfg.lr_decay == "linear":
-        decay = math.ceil(cfg.lr_decay_fraction * total)
-        start = total - decay
-        return lr if step < start else lr * (total - step) / max(1, decay)
-    if cfg.lr_decay == "cosine":
-        t = (step - warm) / max(1, total - warm)
-        return lr * 0.5 * (1 + math.cos(math.pi * t))
-    return lr
-
-
 def sparsity_at(step: int, total: int, coefficient: float, cfg: SAETrainConfig) -> float:
-    warm = math.ceil(cfg.sparsity_warmup_fraction * total)
+    warm = resolve_steps(cfg.sparsity_warmup_steps, total)
     return coefficient if step >= warm else coefficient * (step + 1) / warm
 
 
@@ -327,63 +311,6 @@ def resample_dead(sae: SAE, x: Tensor, dead: Tensor, opt: torch.optim.Optimizer,
     return n
 
 
-# ---- checkpoints -------------------------------------------------------------------------
-
-def list_checkpoints(out: str | Path) -> list[Path]:
-    """Complete checkpoint folders in `out`, oldest first."""
-    out = Path(out)
-    if not out.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in out.iterdir()
-             if (m := _CKPT.match(p.name)) and (p / "state.json").is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def _save_checkpoint(out: Path, step: int, keep: int, tensors: dict[str, Tensor],
-                     meta: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / f"checkpoint-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".tmp-{final.name}-"))
-    try:
-        flat = {k: t.detach().cpu().contiguous().clone() for k, t in tensors.items()}
-        save_file(flat, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(runs.to_jsonable(meta), indent=1) + "\n")
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in list_checkpoints(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors, state = {}, {}
-    for idx, entry in sd["state"].items():
-        state[str(idx)] = {}
-        for key, val in entry.items():
-            if isinstance(val, Tensor):
-                tensors[f"opt.{idx}.{key}"] = val
-                state[str(idx)][key] = {"tensor": f"opt.{idx}.{key}"}
-            else:
-                state[str(idx)][key] = val
-    return tensors, {"state": state, "param_groups": sd["param_groups"]}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
-                    meta: dict[str, Any]) -> None:
-    state = {int(i): {k: tensors[val["tensor"]] if isinstance(val, dict) else val
-                      for k, val in entry.items()} for i, entry in meta["state"].items()}
-    groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 # ---- the loop ----------------------------------------------------------------------------
 
 def _total_steps(cfg: SAETrainConfig, n_samples: int | None, data: Any, batch: int) -> int:
@@ -405,22 +332,15 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
 
     `cfg` fields may be overridden by keyword (`train(s, data, steps=500, lr=3e-3)`). `out`:
     folder for checkpoints and, at the end, the trained SAE (`<out>/sae`); `resume=True`
-    continues from the newest checkpoint there, given the same data from its start.
+    continues from the newest checkpoint there (or starts afresh, with a log line, when there
+    is none), given the same data from its start.
     """
     if not isinstance(sae, SAE):
         raise TypeError(f"train takes an SAE, got {type(sae).__name__}")
     cfg = v.replace_config(cfg or SAETrainConfig(), overrides)
-    if not isinstance(resume, bool):
-        raise ValueError(f"resume must be True or False, got {resume!r}")
     out_path = Path(out) if out is not None else None
-    if resume and out_path is None:
-        raise ValueError("resume=True needs out=..., the folder holding the checkpoints")
-    existing = list_checkpoints(out_path) if out_path is not None else []
-    if existing and not resume:
-        raise ValueError(f"{out_path} already holds checkpoints ({existing[-1].name}); pass "
-                         "resume=True to continue that run, or choose a new out folder")
-    if resume and not existing:
-        raise ValueError(f"resume=True but {out_path} holds no checkpoint to resume from")
+    latest = ckpt_io.resume_point(out_path, resume, _MARKERS)
+    saved = _read_checkpoint(latest, sae, cfg) if latest is not None else None
 
     it: Iterator[Tensor] = iter(data)
     d_sae, arch = sae.cfg.d_sae, sae.cfg.architecture
@@ -430,21 +350,27 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
     first = _check_batch(first_raw, 0, sae)
     batch_size = first.shape[0]
     total = _total_steps(cfg, n_samples, data, batch_size)
+    check_schedule_fits(cfg, total)
     base_lr = cfg.lr if cfg.lr is not None else default_lr(d_sae, arch)
     coeff = (cfg.sparsity_coefficient if cfg.sparsity_coefficient is not None
              else sae.cfg.sparsity_coefficient)
     unit = _unit_norm(sae, cfg)
     params = list(sae.parameters())
-    opt = torch.optim.Adam(params, lr=base_lr, betas=cfg.betas)
+    names = [n for n, _ in sae.named_parameters()]
+    opt = adam(params, lr=base_lr, betas=cfg.betas, decoupled=False)
     gen = torch.Generator().manual_seed(cfg.seed)
     since_fired = torch.zeros(d_sae, dtype=torch.long, device=sae.device)
     history = SAETrainHistory()
-    start, samples, seconds_before, resumed_from = 0, 0, 0.0, None
+    start, samples, seconds_before = 0, 0, 0.0
 
-    if resume:
-        start, samples, seconds_before = _restore(existing[-1], sae, opt, gen, since_fired,
-                                                  history, cfg)
-        resumed_from = start
+    if saved is not None:
+        ckpt_io.check_matches_model(saved, sae, names)
+        sae.load_state_dict(saved.weights)
+        opt.load_state_dict(saved.optimizer)
+        since_fired.copy_(saved.state["samples_since_fired"])
+        gen.set_state(saved.rng["resample"])
+        history = SAETrainHistory.from_dict(saved.history)
+        start, samples, seconds_before = saved.step, int(saved.meta["samples"]), saved.seconds
         for i in range(1, start):     # batch 0 is `first`; skip what was already trained on
             if next(it, None) is None:
                 raise ValueError(f"data ran out after {i} batches while skipping the {start} "
@@ -462,9 +388,9 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
     sae.train()
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, total), disable=not progress, desc=f"sae {arch}", leave=False,
-               initial=start, total=total)
-    resampled = 0
+    bar = _progress.bar(range(start, total), progress=progress, desc=f"sae {arch}",
+                        leave=False, initial=start, total=total)
+    resampled, last_ckpt = 0, saved.path if saved is not None else None
     for step in bar:
         if first is not None:
             x, first = first, None
@@ -474,7 +400,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
                 raise ValueError(f"data ran out after {step} batches; the run needs {total} "
                                  "(lower steps/n_samples or give more data)")
             x = _check_batch(nxt, step, sae)
-        lr = lr_at(step, total, base_lr, cfg)
+        lr = lr_at(step, cfg, steps=total, lr=base_lr)
         for g in opt.param_groups:
             g["lr"] = lr
         dead = since_fired >= cfg.dead_window
@@ -486,92 +412,102 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
                                      f"lower the learning rate (lr={lr:.3g})")
         opt.zero_grad(set_to_none=True)
         out_step.loss.backward()
-        if cfg.grad_clip > 0:
+        if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         if unit:
             remove_parallel_grad(sae)
         opt.step()
+        done = step + 1
         with torch.no_grad():
             if unit:
                 sae.normalize_decoder()
             since_fired.add_(x.shape[0]).masked_fill_(out_step.fired(), 0)
             samples += x.shape[0]
-            if cfg.resample_every and (step + 1) % cfg.resample_every == 0 and step + 1 < total:
+            if cfg.resample_every and done % cfg.resample_every == 0 and done < total:
                 dead_now = since_fired >= cfg.dead_window
                 n = resample_dead(sae, x, dead_now, opt, gen, cfg.resample_encoder_scale)
                 since_fired.masked_fill_(dead_now, 0)
                 resampled += n
-        if step % cfg.log_every == 0 or step == total - 1:
+        if should_log(done, total, cfg.log_every):
             ls = out_step.losses
-            history.step.append(step)
-            history.samples.append(samples)
-            history.loss.append(float(out_step.loss.detach()))
-            history.mse.append(float(ls["mse"].detach()))
-            history.sparsity.append(float(ls["sparsity"].detach()) if "sparsity" in ls else 0.0)
-            history.aux.append(float(ls["aux"].detach()) if "aux" in ls else 0.0)
-            history.l0.append(out_step.l0())
-            history.frac_dead.append(float((since_fired >= cfg.dead_window).float().mean()))
-            history.lr.append(lr)
-            history.resampled.append(resampled)
+            history.record(
+                step=done, loss=float(out_step.loss.detach()), lr=lr,
+                seconds=seconds_before + time.perf_counter() - t0, samples=samples,
+                mse=float(ls["mse"].detach()),
+                sparsity=float(ls["sparsity"].detach()) if "sparsity" in ls else 0.0,
+                aux=float(ls["aux"].detach()) if "aux" in ls else 0.0, l0=out_step.l0(),
+                frac_dead=float((since_fired >= cfg.dead_window).float().mean()),
+                resampled=resampled)
             resampled = 0
             if progress:
                 bar.set_postfix(mse=f"{history.mse[-1]:.4g}", l0=f"{history.l0[-1]:.1f}",
                                 dead=f"{history.frac_dead[-1]:.2f}", refresh=False)
-        done = step + 1
-        if (out_path is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0
-                and done < total):
-            _checkpoint(out_path, done, samples, seconds_before + time.perf_counter() - t0,
-                        sae, opt, gen, since_fired, history, cfg)
+        if out_path is not None and cfg.checkpoint_every is not None and (
+                done == total or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+            last_ckpt = ckpt_io.save_checkpoint(
+                out_path, done, format=CHECKPOINT_FORMAT, model=sae, optimizer=opt,
+                param_names=names, train_config=cfg, history=history.to_dict(),
+                rng={"resample": gen.get_state()},
+                state={"samples_since_fired": since_fired},
+                seconds=seconds_before + time.perf_counter() - t0, meta={"samples": samples},
+                keep=cfg.keep_checkpoints)
     bar.close()
     sae.eval()
-    seconds = seconds_before + time.perf_counter() - t0
-    saved = sae.save(out_path / "sae") if out_path is not None else None
-    log.info("trained %s SAE for %d steps (%d samples) in %.1fs", arch, total, samples, seconds)
-    return SAETrainResult(sae=sae, history=history, cfg=cfg, steps=total, samples=samples,
-                          seconds=seconds, samples_since_fired=since_fired.cpu(),
-                          dead_mask=(since_fired >= cfg.dead_window).cpu(), saved_to=saved,
-                          resumed_from=resumed_from)
+    seconds = time.perf_counter() - t0
+    saved_to = sae.save(out_path / "sae") if out_path is not None else None
+    log.info("trained %s SAE for %d steps (%d samples) in %.1fs", arch, total, samples,
+             seconds_before + seconds)
+    return SAETrainResult(history=history, config=cfg, step=max(start, total), seconds=seconds,
+                          resumed_from=start if saved is not None else None,
+                          checkpoint=last_ckpt, sae=sae, samples=samples,
+                          samples_since_fired=since_fired.cpu(),
+                          dead_mask=(since_fired >= cfg.dead_window).cpu(), saved_to=saved_to)
 
 
-def _checkpoint(out: Path, step: int, samples: int, seconds: float, sae: SAE,
-                opt: torch.optim.Optimizer, gen: torch.Generator, since_fired: Tensor,
-                history: SAETrainHistory, cfg: SAETrainConfig) -> Path:
-    opt_tensors, opt_meta = _optimizer_state(opt)
-    tensors = {f"sae.{k}": t for k, t in sae.state_dict().items()}
-    tensors.update(opt_tensors)
-    tensors["dead.samples_since_fired"] = since_fired
-    tensors["rng.resample"] = gen.get_state()
-    meta = {"format": CHECKPOINT_FORMAT, "step": step, "samples": samples, "seconds": seconds,
-            "sae_config": sae.cfg, "train_config": cfg, "optimizer": opt_meta,
-            "history": dataclasses.asdict(history)}
-    return _save_checkpoint(out, step, cfg.keep_checkpoints, tensors, meta)
+# ---- checkpoints: the shared format, and the one this trainer wrote before it --------------
+
+_MARKERS = (ckpt_io.MARKER, "state.json")
 
 
-def _restore(folder: Path, sae: SAE, opt: torch.optim.Optimizer, gen: torch.Generator,
-             since_fired: Tensor, history: SAETrainHistory, cfg: SAETrainConfig
-             ) -> tuple[int, int, float]:
+def _read_checkpoint(folder: Path, sae: SAE, cfg: SAETrainConfig) -> ckpt_io.Checkpoint:
+    """Read and verify a checkpoint of this trainer, and check `cfg` may resume it."""
+    if (folder / ckpt_io.MARKER).is_file():
+        saved = ckpt_io.read_checkpoint(folder, CHECKPOINT_FORMAT)
+        saved.train_config = runs.to_jsonable(SAETrainConfig.from_dict(saved.train_config))
+    else:
+        saved = _read_legacy(folder, sae)
+    ckpt_io.check_resume_config(saved.train_config, cfg, folder, RESUMABLE_CHANGES)
+    return saved
+
+
+def _read_legacy(folder: Path, sae: SAE) -> ckpt_io.Checkpoint:
+    """A checkpoint of format 1 (state.json + state.safetensors, no hashes) in today's shape:
+    its history's steps counted from 0 and had no times; its config keys had other names."""
     from safetensors.torch import load_file
 
     try:
         meta = json.loads((folder / "state.json").read_text())
         tensors = load_file(str(folder / "state.safetensors"))
     except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {folder} cannot be read ({e}); delete it to resume from "
-                         "an older one, or train into a new out folder") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{folder} is not an SAE training checkpoint (format "
-                         f"{meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-    if meta["sae_config"] != runs.to_jsonable(sae.cfg):
-        raise ValueError(f"checkpoint {folder} was written for another SAE config "
-                         f"({meta['sae_config']}); build the SAE with that config")
-    if meta["train_config"] != runs.to_jsonable(cfg):
-        raise ValueError(f"checkpoint {folder} was written with another SAETrainConfig "
-                         f"({meta['train_config']}); resume with the same settings")
-    sae.load_state_dict({k[4:]: t for k, t in tensors.items() if k.startswith("sae.")})
-    _load_optimizer(opt, tensors, meta["optimizer"])
-    since_fired.copy_(tensors["dead.samples_since_fired"])
-    gen.set_state(tensors["rng.resample"])
-    restored = SAETrainHistory.from_dict(meta["history"])
-    for f in dataclasses.fields(history):
-        setattr(history, f.name, getattr(restored, f.name))
-    return int(meta["step"]), int(meta["samples"]), float(meta["seconds"])
+        raise ckpt_io.corrupt(folder, f"it cannot be read ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != LEGACY_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ckpt_io.corrupt(folder, f"state.json has format {got!r}, expected "
+                                      f"{LEGACY_FORMAT!r}")
+    try:
+        history = dict(meta["history"])
+        history["step"] = [s + 1 for s in history["step"]]
+        history["seconds"] = [math.nan] * len(history["step"])
+        return ckpt_io.Checkpoint(
+            path=folder, step=int(meta["step"]), seconds=float(meta["seconds"]),
+            model_class=type(sae).__name__, meta={"samples": int(meta["samples"])},
+            model_config=None, weights={k[4:]: t for k, t in tensors.items()
+                                        if k.startswith("sae.")},
+            train_config=runs.to_jsonable(SAETrainConfig.from_dict(meta["train_config"])),
+            optimizer=ckpt_io.unflatten_optimizer(tensors, meta["optimizer"]),
+            optimizer_param_names=[n for n, _ in sae.named_parameters()],
+            rng={"resample": tensors["rng.resample"]},
+            state={"samples_since_fired": tensors["dead.samples_since_fired"]},
+            history=history)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ckpt_io.corrupt(folder, f"state.json lacks or garbles {e!r}") from None

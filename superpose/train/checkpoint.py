@@ -62,6 +62,7 @@ OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer.json")
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.safetensors"
 HISTORY_FILE = "history.json"
+LEGACY_MARKERS = ("state.json",)   # earlier SAE checkpoints: pruned like the others
 REQUIRED = (runs.WEIGHTS_FILE, TRAIN_CONFIG_FILE, *OPTIMIZER_FILES, RNG_FILE, HISTORY_FILE)
 
 
@@ -69,9 +70,10 @@ def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
 
 
-def list_checkpoints(out: str | Path) -> list[Path]:
-    """Complete checkpoint folders in `out` (those with their marker), oldest first. A folder
-    set aside by an interrupted rewrite counts when its step has no other folder."""
+def list_checkpoints(out: str | Path, markers: tuple[str, ...] = (MARKER,)) -> list[Path]:
+    """Complete checkpoint folders in `out` (those with a marker: `markers` lists the files
+    that mark one, a trainer's earlier formats included), oldest first. A folder set aside by
+    an interrupted rewrite counts when its step has no other folder."""
     out = Path(out)
     if not out.is_dir():
         return []
@@ -80,7 +82,7 @@ def list_checkpoints(out: str | Path) -> list[Path]:
         m = _NAME.match(p.name)
         if not m or not p.is_dir():
             continue
-        if not (p / MARKER).is_file():
+        if not any((p / m).is_file() for m in markers):
             if not p.name.startswith(SWAP_PREFIX):
                 log.warning("ignoring %s: it has no %s (not written by a superpose trainer, or "
                             "edited by hand)", p, MARKER)
@@ -91,13 +93,14 @@ def list_checkpoints(out: str | Path) -> list[Path]:
     return [found[s] for s in sorted(found)]
 
 
-def latest_checkpoint(out: str | Path) -> Path | None:
+def latest_checkpoint(out: str | Path, markers: tuple[str, ...] = (MARKER,)) -> Path | None:
     """The newest complete checkpoint folder in `out`, or None."""
-    found = list_checkpoints(out)
+    found = list_checkpoints(out, markers)
     return found[-1] if found else None
 
 
-def resume_point(out: Path | None, resume: bool) -> Path | None:
+def resume_point(out: Path | None, resume: bool,
+                 markers: tuple[str, ...] = (MARKER,)) -> Path | None:
     """The checkpoint a run continues from under the one resume rule (module docstring)."""
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
@@ -105,7 +108,7 @@ def resume_point(out: Path | None, resume: bool) -> Path | None:
         if resume:
             raise ValueError("resume=True needs out=..., the folder holding the checkpoints")
         return None
-    latest = latest_checkpoint(out)
+    latest = latest_checkpoint(out, markers)
     if latest is not None and not resume:
         raise ValueError(f"{out} already holds checkpoints (newest: {latest.name}); pass "
                          "resume=True to continue that run, or choose a new out folder")
@@ -243,7 +246,7 @@ def save_checkpoint(out: str | Path, step: int, *, format: str, model: nn.Module
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(out)[:-keep]:
+    for old in list_checkpoints(out, (MARKER, *LEGACY_MARKERS))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

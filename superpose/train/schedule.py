@@ -25,12 +25,14 @@ from superpose import _validate as v
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "inverse_sqrt")
 
 # The rules of the shared fields, for each config's constraint table.
-STEPS_OR_FRACTION = v.Int(0) | v.Float(ge=0, le=1)
+STEPS_OR_FRACTION = (v.Int(0) | v.Float(ge=0, le=1)).described(
+    "a number of steps (an int >= 0) or a fraction of the run (a float in [0, 1])")
 SCHEDULE_RULES: dict[str, v.Rule] = {
     "lr": v.Float(gt=0),
     "schedule": v.Choice(*SCHEDULES),
     "warmup_steps": STEPS_OR_FRACTION,
-    "decay_steps": STEPS_OR_FRACTION | v.Const(None),
+    "decay_steps": (v.Int(0) | v.Float(ge=0, le=1) | v.Const(None)).described(
+        "a number of steps (an int >= 0), a fraction of the run (a float in [0, 1]) or None"),
     "min_lr_ratio": v.Float(ge=0, le=1),
 }
 
@@ -46,17 +48,17 @@ def resolve_steps(value: int | float | None, steps: int) -> int:
 
 def check_schedule_fits(cfg: Any, steps: int | None = None) -> None:
     """Cross-field rules of the shared fields, once `steps` is known (the config's own, or the
-    run's): warm-up and decay fit inside the run."""
+    run's): a warm-up or decay given in steps fits inside the run. Fractions always fit (a
+    one-step run with a 1% warm-up and a 20% decay simply takes the peak rate)."""
     steps = cfg.steps if steps is None else steps
     if steps is None:
         return
-    warm = resolve_steps(cfg.warmup_steps, steps)
-    if warm > steps:
-        raise ValueError(f"warmup_steps ({cfg.warmup_steps}) must not exceed steps ({steps})")
-    decay = resolve_steps(getattr(cfg, "decay_steps", None), steps)
-    if warm + decay > steps:
-        raise ValueError(f"warmup_steps ({cfg.warmup_steps}) and decay_steps "
-                         f"({cfg.decay_steps}) together exceed steps ({steps}); shorten them")
+    warm, decay = cfg.warmup_steps, getattr(cfg, "decay_steps", None)
+    if isinstance(warm, int) and warm > steps:
+        raise ValueError(f"warmup_steps ({warm}) must not exceed steps ({steps})")
+    if isinstance(warm, int) and isinstance(decay, int) and warm + decay > steps:
+        raise ValueError(f"warmup_steps ({warm}) and decay_steps ({decay}) together exceed "
+                         f"steps ({steps}); shorten them")
 
 
 def lr_at(step: int, cfg: Any, *, steps: int | None = None, lr: float | None = None) -> float:
