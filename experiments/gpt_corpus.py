@@ -156,7 +156,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     a = fig.axes[0]
     for name, color in (("unigram", "0.55"), ("bigram", "0.3")):
         a.axhline(base[name], color=color, lw=0.8, ls="--")
-        a.text(h.steps[-1], base[name] + 0.03, f"{name} baseline", fontsize=7, color=color,
+        a.text(h.step[-1], base[name] + 0.03, f"{name} baseline", fontsize=7, color=color,
                ha="right", va="bottom")
     r.save_figure(fig, "loss_curves")
     tokens = tok.encode(SNIPPET)[None]
