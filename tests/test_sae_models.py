@@ -531,8 +531,10 @@ def test_load_errors(tmp_path, user_errors):
     cfg = json.loads((tmp_path / "a" / "cfg.json").read_text())
     cfg["superpose"]["d_sae"] = 16
     (tmp_path / "a" / "cfg.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"do not match the config .*shape got/expected "
-                                         r"\{'W_dec': \(\(32, 8\), \(16, 8\)\)"):
+    with pytest.raises(ValueError, match=r"sae_weights.safetensors \(for relu, d_in=8, "
+                                         r"d_sae=16\): its weights do not fit the model .*"
+                                         r"shape file/model \{.*'W_dec': \(\(32, 8\), "
+                                         r"\(16, 8\)\)"):
         sae.load(tmp_path / "a")
 
     s.save(tmp_path / "b")

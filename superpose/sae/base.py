@@ -44,6 +44,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from superpose import _validate as v
+from superpose import runs
 from superpose.sae import io
 from superpose.sae.config import SAEConfig
 
@@ -353,17 +354,8 @@ class SAE(HookedRootModule, abc.ABC):
     def load_saelens_state_dict(self, state: dict[str, Tensor], *, source: str = "weights"
                                 ) -> None:
         """Load SAELens-named tensors; wrong names or shapes fail with both lists."""
-        expected = {k: tuple(t.shape) for k, t in self.saelens_state_dict().items()}
-        got = {k: tuple(t.shape) for k, t in state.items()}
-        if expected != got:
-            missing = sorted(set(expected) - set(got))
-            extra = sorted(set(got) - set(expected))
-            wrong = {k: (got[k], expected[k]) for k in sorted(set(got) & set(expected))
-                     if got[k] != expected[k]}
-            raise ValueError(
-                f"{source} do not match the config ({self.architecture}, d_in={self.cfg.d_in}, "
-                f"d_sae={self.cfg.d_sae}): missing {missing}, unexpected {extra}, "
-                f"shape got/expected {wrong}")
+        runs.check_state_shapes(f"{source} (for {self.architecture}, d_in={self.cfg.d_in}, "
+                                f"d_sae={self.cfg.d_sae})", self.saelens_state_dict(), state)
         dtype = self.W_dec.dtype
         ours = self._from_saelens_state({k: t.to(dtype) for k, t in state.items()})
         self.load_state_dict(ours)

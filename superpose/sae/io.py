@@ -393,14 +393,7 @@ def read_folder(path: str | Path) -> tuple[SAELensFolder, dict[str, Tensor]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder; an SAE folder holds {CFG_FILE} and "
-                                f"{WEIGHTS_FILE}")
-    for name in (CFG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} has no {name}; it is not an SAE folder "
-                                    f"(expected {CFG_FILE} and {WEIGHTS_FILE})")
+    folder = runs.saved_folder(path, (CFG_FILE, WEIGHTS_FILE), "an SAE folder")
     info = read_saelens_config(runs.read_json(folder / CFG_FILE),
                                source=str(folder / CFG_FILE))
     try:
