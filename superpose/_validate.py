@@ -112,12 +112,18 @@ class Rule:
     def __or__(self, other: Rule) -> Rule:
         return AnyOf(self, other)
 
+    def described(self, text: str) -> Rule:
+        """The same rule, explained in the field's own words in its error message."""
+        self.text = text
+        return self
+
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-def _bounds(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+def _bounds(lo: float | int | None, hi: float | int | None, lo_open: bool,
+            hi_open: bool) -> str:
     if lo is not None and hi is not None:
         return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     if lo is not None:
@@ -149,8 +155,8 @@ class Float(Rule):
     """A finite real number (ints accepted, stored as float) within the given bounds:
     `gt`/`ge` below, `lt`/`le` above. Infinity and NaN never pass."""
 
-    def __init__(self, *, gt: float | None = None, ge: float | None = None,
-                 lt: float | None = None, le: float | None = None) -> None:
+    def __init__(self, *, gt: float | int | None = None, ge: float | int | None = None,
+                 lt: float | int | None = None, le: float | int | None = None) -> None:
         self.lo, self.lo_open = (gt, True) if gt is not None else (ge, False)
         self.hi, self.hi_open = (lt, True) if lt is not None else (le, False)
         if gt == 0 and self.hi is None:

@@ -23,28 +23,27 @@ RESUMABLE_CHANGES: tuple[str, ...] = ("steps", "log_every", "val_every", "val_ba
                                       "val_batch_size", "checkpoint_every", "keep_checkpoints")
 
 
-CONSTRAINTS: dict[str, v.Rule] = {
-    "steps": v.Int(1), "batch_size": v.Int(1), "grad_accum": v.Int(1),
-    **SCHEDULE_RULES,
-    "weight_decay": v.Float(ge=0), "decay_embeddings": v.Bool(),
-    "betas": v.Pair(v.Float(ge=0, lt=1)), "eps": v.Float(gt=0),
-    "grad_clip": (v.Float(gt=0) | v.Const(None)).described(
-        "a positive finite max norm, or None to turn clipping off"),
-    "label_smoothing": v.Float(ge=0, lt=1),
-    "precision": v.Choice(*PRECISIONS),
-    "log_every": v.Int(1), "val_every": v.Int(0), "val_batches": v.Int(1),
-    "val_batch_size": v.Int(1) | v.Const(None),
-    "checkpoint_every": v.Int(0), "keep_checkpoints": v.Int(1), "seed": v.Int(0),
-}
-
-
 # `no_type_check`: the config raises its own ValueErrors (field, value, what is allowed), never
 # a run-time type checker's, should this module be type checked under pytest.
 @typing.no_type_check
 @dataclass(frozen=True, kw_only=True)
 class GPTTrainConfig:
     """How to train. Every field is keyword-only and has a default; the rule of each is in
-    `CONSTRAINTS`. The schedule fields are every trainer's (`superpose.train.schedule`)."""
+    `_constraints`. The schedule fields are every trainer's (`superpose.train.schedule`)."""
+
+    _constraints: ClassVar[dict[str, v.Rule]] = {
+        "steps": v.Int(1), "batch_size": v.Int(1), "grad_accum": v.Int(1),
+        **SCHEDULE_RULES,
+        "weight_decay": v.Float(ge=0), "decay_embeddings": v.Bool(),
+        "betas": v.Pair(v.Float(ge=0, lt=1)), "eps": v.Float(gt=0),
+        "grad_clip": (v.Float(gt=0) | v.Const(None)).described(
+            "a positive finite max norm, or None to turn clipping off"),
+        "label_smoothing": v.Float(ge=0, lt=1),
+        "precision": v.Choice(*PRECISIONS),
+        "log_every": v.Int(1), "val_every": v.Int(0), "val_batches": v.Int(1),
+        "val_batch_size": v.Int(1) | v.Const(None),
+        "checkpoint_every": v.Int(0), "keep_checkpoints": v.Int(1), "seed": v.Int(0),
+    }
 
     steps: int = 1_000
     batch_size: int = 32               # sequences per optimizer step, over all processes
@@ -70,7 +69,7 @@ class GPTTrainConfig:
     seed: int = 0                      # data order and dropout (the init is the model's)
 
     def __post_init__(self) -> None:
-        v.check_fields(self, CONSTRAINTS)
+        v.check_fields(self, self._constraints)
         if self.batch_size % self.grad_accum:
             divisors = [k for k in range(1, self.batch_size + 1) if self.batch_size % k == 0]
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by grad_accum "

@@ -50,7 +50,7 @@ def _or_none(rule: v.Rule) -> v.Rule:
     return rule | v.Const(None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SAEConfig:
     """One SAE: x ∈ R^d_in → acts ∈ R^d_sae (sparse) → recon ∈ R^d_in.
 

@@ -87,26 +87,6 @@ def default_lr(d_sae: int, architecture: str | None = None) -> float:
     return min(_LR_CAP.get(architecture or "", 1e-2), c * math.sqrt(1024 / d_sae))
 
 
-CONSTRAINTS: dict[str, v.Rule] = {
-    "steps": v.Int(1) | v.Const(None),
-    **SCHEDULE_RULES,
-    "lr": v.Float(gt=0) | v.Const(None),
-    "betas": v.Pair(v.Float(ge=0, lt=1)),
-    "sparsity_coefficient": v.Float(ge=0) | v.Const(None),
-    "sparsity_warmup_steps": STEPS_OR_FRACTION,
-    "grad_clip": (v.Float(gt=0) | v.Const(None)).described(
-        "a positive finite max norm, or None to turn clipping off"),
-    "decoder_norm": v.Choice("auto", "unit", "free"),
-    "b_dec_init": v.Choice("geometric_median", "mean", "zeros"),
-    "dead_window": v.Int(1),
-    "resample_every": v.Int(1) | v.Const(None),
-    "resample_encoder_scale": v.Float(gt=0),
-    "checkpoint_every": v.Int(0) | v.Const(None),
-    "keep_checkpoints": v.Int(1),
-    "log_every": v.Int(1),
-    "seed": v.Int(0),
-}
-
 # SAETrainConfig keys of earlier versions (checkpoints written before still resume).
 _RENAMED = {"lr_warmup_fraction": "warmup_steps", "lr_decay": "schedule",
             "lr_decay_fraction": "decay_steps", "sparsity_warmup_fraction": "sparsity_warmup_steps"}
@@ -115,7 +95,7 @@ _RENAMED = {"lr_warmup_fraction": "warmup_steps", "lr_decay": "schedule",
 @dataclass(frozen=True, kw_only=True)
 class SAETrainConfig:
     """How to train one SAE (the module docstring says where the defaults come from; the rule
-    of each field is in `CONSTRAINTS`).
+    of each field is in `_constraints`).
 
     steps: optimizer steps; None takes `n_samples / batch size` or `len(data)`.
     lr: None means `default_lr(d_sae, architecture)`. schedule, warmup_steps, decay_steps,
@@ -132,6 +112,26 @@ class SAETrainConfig:
     checkpoint_every: with `out`, a checkpoint every N steps and at the end (0: at the end
       only; None: none); keep the newest `keep_checkpoints`.
     """
+
+    _constraints: ClassVar[dict[str, v.Rule]] = {
+        "steps": v.Int(1) | v.Const(None),
+        **SCHEDULE_RULES,
+        "lr": v.Float(gt=0) | v.Const(None),
+        "betas": v.Pair(v.Float(ge=0, lt=1)),
+        "sparsity_coefficient": v.Float(ge=0) | v.Const(None),
+        "sparsity_warmup_steps": STEPS_OR_FRACTION,
+        "grad_clip": (v.Float(gt=0) | v.Const(None)).described(
+            "a positive finite max norm, or None to turn clipping off"),
+        "decoder_norm": v.Choice("auto", "unit", "free"),
+        "b_dec_init": v.Choice("geometric_median", "mean", "zeros"),
+        "dead_window": v.Int(1),
+        "resample_every": v.Int(1) | v.Const(None),
+        "resample_encoder_scale": v.Float(gt=0),
+        "checkpoint_every": v.Int(0) | v.Const(None),
+        "keep_checkpoints": v.Int(1),
+        "log_every": v.Int(1),
+        "seed": v.Int(0),
+    }
 
     steps: int | None = None
     lr: float | None = None
@@ -154,7 +154,7 @@ class SAETrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        v.check_fields(self, CONSTRAINTS)
+        v.check_fields(self, self._constraints)
         check_schedule_fits(self)
 
     @classmethod
@@ -351,6 +351,10 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
     batch_size = first.shape[0]
     total = _total_steps(cfg, n_samples, data, batch_size)
     check_schedule_fits(cfg, total)
+    if cfg.sparsity_coefficient is not None and arch not in SPARSITY_PENALTY:
+        raise ValueError(f"sparsity_coefficient={cfg.sparsity_coefficient!r} does not apply to "
+                         f"a {arch!r} SAE (only {list(SPARSITY_PENALTY)} have a sparsity "
+                         "penalty; its sparsity is k); leave it out (None)")
     base_lr = cfg.lr if cfg.lr is not None else default_lr(d_sae, arch)
     coeff = (cfg.sparsity_coefficient if cfg.sparsity_coefficient is not None
              else sae.cfg.sparsity_coefficient)

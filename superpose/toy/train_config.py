@@ -17,20 +17,20 @@ from superpose.train.schedule import SCHEDULE_RULES, check_schedule_fits
 
 Schedule = Literal["constant", "cosine", "linear", "inverse_sqrt"]
 
-CONSTRAINTS: dict[str, v.Rule] = {
-    "steps": v.Int(1), "batch_size": v.Int(1),
-    **SCHEDULE_RULES,
-    "optimizer": v.Choice("adamw", "adam"), "weight_decay": v.Float(ge=0),
-    "betas": v.Pair(v.Float(ge=0, lt=1)), "eps": v.Float(gt=0),
-    "log_every": v.Int(1), "seed": v.Int(0), "analytic_grad": v.Bool(),
-}
-
 
 @typing.no_type_check
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How to train every instance of a toy model; the rule of each field is in
-    `CONSTRAINTS`."""
+    `_constraints`."""
+
+    _constraints: ClassVar[dict[str, v.Rule]] = {
+        "steps": v.Int(1), "batch_size": v.Int(1),
+        **SCHEDULE_RULES,
+        "optimizer": v.Choice("adamw", "adam"), "weight_decay": v.Float(ge=0),
+        "betas": v.Pair(v.Float(ge=0, lt=1)), "eps": v.Float(gt=0),
+        "log_every": v.Int(1), "seed": v.Int(0), "analytic_grad": v.Bool(),
+    }
 
     steps: int = 10_000
     batch_size: int = 1024
@@ -49,7 +49,7 @@ class TrainConfig:
     analytic_grad: bool = True   # closed-form gradient where it exists (superpose.toy.analytic)
 
     def __post_init__(self) -> None:
-        v.check_fields(self, CONSTRAINTS)
+        v.check_fields(self, self._constraints)
         check_schedule_fits(self)
 
 
