@@ -143,7 +143,7 @@ def main() -> None:
     sizes = bursts.even_bursts(steps, rounds)
 
     cfg = sweep_config()
-    init = {k: v.detach().clone() for k, v in toy.ToyModel(cfg, seed=0).state_dict().items()}
+    init = {k: v.detach().clone() for k, v in toy.ToyModel(cfg).state_dict().items()}
     training_mod.generate_batch = _ticking_generate_batch
     def contender(name: str, body: Callable[..., None]) -> bursts.Parked:
         # Untimed warm-up on a throwaway copy (first-call kernel and allocator set-up).

@@ -326,8 +326,9 @@ def claim_d(cfg: dict[str, Any], seed: int) -> tuple[dict, list[packing.Capacity
 def _toy_columns(cfg: dict[str, Any], seed: int, device: torch.device, progress: bool
                  ) -> torch.Tensor:
     tc = toy.ToyConfig(n_features=cfg["n_features"], n_hidden=cfg["n_hidden"], n_instances=1,
-                       importance=1.0, feature_probability=cfg["feature_probability"])
-    m = toy.ToyModel(tc, device=device, seed=seed)
+                       importance=1.0, feature_probability=cfg["feature_probability"],
+                       seed=seed)
+    m = toy.ToyModel(tc, device=device)
     toy.train(m, toy.TrainConfig(steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                  schedule="cosine", seed=seed), progress=progress)
     W = m.feature_directions()[0].detach()

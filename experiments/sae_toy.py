@@ -60,8 +60,9 @@ def hidden_store(model: toy.ToyModel, batch: int, seed: int) -> ActivationStore:
 def run_case(name: str, c: dict[str, Any], cfg: dict[str, Any], seed: int, progress: bool
              ) -> dict[str, Any]:
     toy_cfg = toy.ToyConfig(n_features=c["n_features"], n_hidden=c["n_hidden"], n_instances=1,
-                            variant="relu_out", importance=1.0, feature_probability=c["p"])
-    model = toy.ToyModel(toy_cfg, device="cpu", seed=seed)
+                            variant="relu_out", importance=1.0, feature_probability=c["p"],
+                            seed=seed)
+    model = toy.ToyModel(toy_cfg, device="cpu")
     toy_res = toy.train(model, toy.TrainConfig(seed=seed, **cfg["toy_train"]),
                         progress=progress)
     W = model.feature_directions()[0]                        # [n_features, n_hidden]

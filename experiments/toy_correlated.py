@@ -53,7 +53,7 @@ def configs(quick: bool, seed: int) -> dict[str, Any]:
     cfgs: dict[str, Any] = {
         kind: toy.ToyConfig(n_features=N_FEATURES, n_hidden=N_HIDDEN, n_instances=len(probs),
                             variant="relu_out", importance=1.0, feature_probability=probs,
-                            correlation=kind, set_size=SET_SIZE)
+                            correlation=kind, set_size=SET_SIZE, seed=seed)
         for kind in KINDS
     }
     cfgs["train"] = (toy.TrainConfig(steps=3_000, lr=3e-3, log_every=20, seed=seed) if quick
@@ -99,7 +99,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     metrics: dict[str, Any] = {"densities": DENSITIES, "replicas": R}
     models = {}
     for kind in KINDS:
-        model = toy.ToyModel(cfg[kind], device="cpu", seed=seed)
+        model = toy.ToyModel(cfg[kind], device="cpu")
         res = toy.train(model, cfg["train"], progress=progress)
         models[kind] = model
         inst = analyse(model, res)

@@ -119,7 +119,8 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     inv = torch.logspace(0, math.log10(s["max_inv_sparsity"]), n_inst, dtype=torch.float64)
     density = (1 / inv).tolist()
     toy_cfg = toy.ToyConfig(n_features=s["n_features"], n_hidden=s["n_hidden"],
-                            n_instances=n_inst, importance=1.0, feature_probability=density)
+                            n_instances=n_inst, importance=1.0, feature_probability=density,
+                            seed=seed)
     train_cfg = toy.TrainConfig(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
                                 schedule=s["schedule"], warmup_steps=s["warmup_steps"],
                                 log_every=25, seed=seed)
@@ -127,7 +128,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
                       "inv_sparsity": inv, "represented_threshold": THRESHOLD,
                       "line_tolerance": LINE_TOLERANCE, "fractions": PAPER_FRACTIONS})
 
-    model = toy.ToyModel(toy_cfg, device="cpu", seed=seed)
+    model = toy.ToyModel(toy_cfg, device="cpu")
     result = toy.train(model, train_cfg, progress=progress)
     V = model.feature_directions().cpu()                       # [inst, n_features, n_hidden]
     dpf = geometry.dimensions_per_feature(V)

@@ -24,6 +24,7 @@ trains 2 seeds for 4,000 steps at lr 3e-3 (in seconds); full mode 5 seeds with t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -67,7 +68,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     per_seed: dict[str, Any] = {}
     models, results, shapes_by_seed = [], [], []
     for s in cfg["seeds"]:
-        model = toy.ToyModel(cfg["toy"], device="cpu", seed=s)
+        model = toy.ToyModel(dataclasses.replace(cfg["toy"], seed=s), device="cpu")
         res = toy.train(model, cfg["train"], seed=s, progress=progress)
         shapes = classify_instances(model.feature_directions(), threshold=THRESHOLD)
         models.append(model)

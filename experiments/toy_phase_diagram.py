@@ -164,8 +164,8 @@ def train_grid(density: Float[Tensor, " n_x"], rel_importance: Float[Tensor, " n
     imp = [[1.0, float(r)] for r in rel_importance for _ in range(n_x)] * n_seeds
     prob = [[float(p), float(p)] for _ in range(n_y) for p in density] * n_seeds
     cfg = toy.ToyConfig(n_features=2, n_hidden=1, n_instances=len(imp), importance=imp,
-                        feature_probability=prob)
-    model = toy.ToyModel(cfg, device="cpu", seed=seed)
+                        feature_probability=prob, seed=seed)
+    model = toy.ToyModel(cfg, device="cpu")
     with torch.no_grad():
         # Seed s starts with the two weights of opposite sign when s is even, of equal sign
         # when odd. From an equal-sign start the model often settles in a local minimum

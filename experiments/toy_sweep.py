@@ -49,7 +49,8 @@ def configs(quick: bool, seed: int) -> dict[str, Any]:
     def model_cfg(variant: str) -> toy.ToyConfig:
         return toy.ToyConfig(n_features=N_FEATURES, n_hidden=N_HIDDEN,
                              n_instances=len(DENSITIES), variant=variant,
-                             importance=IMPORTANCE, feature_probability=DENSITIES)
+                             importance=IMPORTANCE, feature_probability=DENSITIES,
+                             seed=seed)
 
     train_cfg = (toy.TrainConfig(steps=3_000, lr=3e-3, log_every=20, seed=seed) if quick
                  else toy.TrainConfig(steps=10_000, log_every=20, seed=seed))
@@ -102,7 +103,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     t0 = time.perf_counter()
     models, results, metrics = {}, {}, {}
     for variant in ("relu_out", "linear"):
-        model = toy.ToyModel(cfg[variant], device="cpu", seed=seed)
+        model = toy.ToyModel(cfg[variant], device="cpu")
         results[variant] = toy.train(model, cfg["train"], progress=progress)
         models[variant] = model
         metrics[variant] = instance_metrics(model, results[variant])

@@ -15,7 +15,7 @@ from superpose.toy.training import ToyHistory
 def model() -> toy.ToyModel:
     cfg = toy.ToyConfig(n_features=5, n_hidden=2, n_instances=3, importance=0.9,
                         feature_probability=[1.0, 0.3, 0.05])
-    return toy.ToyModel(cfg, device="cpu", seed=0)
+    return toy.ToyModel(cfg, device="cpu")
 
 
 def visible_axes(fig: Figure) -> list:

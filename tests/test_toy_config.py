@@ -59,6 +59,8 @@ def test_config_is_frozen_and_hashable_after_lists():
     (dict(importance=2.0, n_features=200),
      "importance must stay finite in float32 over 200 features, got 2.0"),
     (dict(init="uniform"), "init must be one of ['xavier_normal', 'normal'], got 'uniform'"),
+    (dict(seed=-1), "seed must be a non-negative integer, got -1"),
+    (dict(seed=1.0), "seed must be a non-negative integer, got 1.0"),
     (dict(set_size=True), "set_size must be a positive integer, got True"),
     (dict(correlation="correlated", set_size=1), "set_size must be >= 2 for correlated features"),
     (dict(variant="relu"), "variant must be one of ['relu_out', 'linear', 'relu_hidden', 'abs'], "

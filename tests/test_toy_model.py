@@ -1,3 +1,7 @@
+import dataclasses
+import json
+import math
+
 import pytest
 import torch
 
@@ -8,7 +12,7 @@ from superpose import toy
 def model():
     cfg = toy.ToyConfig(n_features=5, n_hidden=2, n_instances=3, importance=0.9,
                         feature_probability=[1.0, 0.3, 0.05])
-    return toy.ToyModel(cfg, device="cpu", seed=0)
+    return toy.ToyModel(cfg, device="cpu")
 
 
 def test_run_with_cache_exposes_hidden_and_output(model):
@@ -98,3 +102,51 @@ def test_load_errors_are_clear(model, tmp_path):
     (tmp_path / "o" / "config.json").write_text('{"n_features": 5, "colour": "red"}')
     with pytest.raises(ValueError, match=r"does not take key\(s\) \['colour'\]"):
         toy.ToyModel.load(tmp_path / "o")
+
+
+def test_init_is_seeded_by_the_config():
+    cfg = toy.ToyConfig(n_features=6, n_hidden=3, n_instances=2, seed=3)
+    a, b = toy.ToyModel(cfg, device="cpu"), toy.ToyModel(cfg, device="cpu")
+    torch.testing.assert_close(a.W, b.W)
+    other = toy.ToyModel(dataclasses.replace(cfg, seed=4), device="cpu")
+    assert not torch.equal(a.W, other.W)
+    # The weights are the CPU generator's draw for cfg.seed (Xavier-normal per instance),
+    # which is what `ToyModel(cfg, seed=3)` drew before the seed moved into the config.
+    gen = torch.Generator().manual_seed(3)
+    want = torch.randn((2, 3, 6), generator=gen) * math.sqrt(2 / (3 + 6))
+    torch.testing.assert_close(a.W.detach(), want)
+    # The default config seed is 0, the old default of ToyModel's seed argument.
+    gen0 = torch.Generator().manual_seed(0)
+    zero = toy.ToyModel(toy.ToyConfig(n_features=6, n_hidden=3, n_instances=2), device="cpu")
+    torch.testing.assert_close(zero.W.detach(),
+                               torch.randn((2, 3, 6), generator=gen0) * math.sqrt(2 / 9))
+
+
+def test_seed_argument_is_a_deprecated_override_naming_the_config_field():
+    cfg = toy.ToyConfig(n_features=6, n_hidden=3, n_instances=2)
+    with pytest.warns(DeprecationWarning, match=r"ToyModel\(seed=5\) is deprecated.*"
+                                                r"ToyConfig\(\.\.\., seed=5\)"):
+        old = toy.ToyModel(cfg, device="cpu", seed=5)
+    new = toy.ToyModel(dataclasses.replace(cfg, seed=5), device="cpu")
+    torch.testing.assert_close(old.W, new.W)
+    assert old.cfg.seed == 5                        # the saved config says how it was made
+    with pytest.warns(DeprecationWarning, match=r"ToyModel\(seed=None\) is deprecated"):
+        r1 = toy.ToyModel(cfg, device="cpu", seed=None)
+    with pytest.warns(DeprecationWarning):
+        r2 = toy.ToyModel(cfg, device="cpu", seed=None)
+    assert not torch.equal(r1.W, r2.W)              # None still means a fresh random init
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="seed"):
+        toy.ToyModel(cfg, device="cpu", seed=-1)
+
+
+def test_saved_config_records_the_seed_and_old_configs_load_with_seed_0(tmp_path):
+    m = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2, seed=7), device="cpu")
+    folder = m.save(tmp_path / "m")
+    data = json.loads((folder / "config.json").read_text())
+    assert data["seed"] == 7
+    assert toy.ToyModel.load(folder).cfg.seed == 7
+    del data["seed"]                                # a config.json written before the field
+    (folder / "config.json").write_text(json.dumps(data))
+    old = toy.ToyModel.load(folder, device="cpu")
+    assert old.cfg.seed == 0 and old.cfg == toy.ToyConfig(n_features=5, n_hidden=2)
+    torch.testing.assert_close(old.W, m.W)          # weights come from the file, not the seed

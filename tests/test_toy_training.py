@@ -18,8 +18,9 @@ def _grads(model, x):
 def test_closed_form_gradient_equals_autograd(variant, shape):
     f, h, inst = shape
     cfg = toy.ToyConfig(n_features=f, n_hidden=h, n_instances=inst, variant=variant,
-                        importance=0.8, feature_probability=[0.9 ** i for i in range(inst)])
-    m = toy.ToyModel(cfg, device="cpu", seed=3)
+                        importance=0.8, feature_probability=[0.9 ** i for i in range(inst)],
+                        seed=3)
+    m = toy.ToyModel(cfg, device="cpu")
     with torch.no_grad():
         m.b_final.normal_(0, 0.3)        # so some outputs sit below the ReLU's kink
     x = toy.generate_batch(cfg, 128, generator=1, device="cpu")
@@ -39,7 +40,7 @@ def test_dense_instance_reaches_closed_form_loss():
     so the loss is (0.9² + 0.9³ + 0.9⁴) / (12 · 5) ≈ 0.0366."""
     cfg = toy.ToyConfig(n_features=5, n_hidden=2, n_instances=4, importance=0.9,
                         feature_probability=1.0)
-    m = toy.ToyModel(cfg, device="cpu", seed=0)
+    m = toy.ToyModel(cfg, device="cpu")
     res = toy.train(m, steps=4000, lr=3e-3, schedule="cosine", warmup_steps=100,
                     weight_decay=0.0, progress=False)
     closed = (0.9**2 + 0.9**3 + 0.9**4) / 60
@@ -56,7 +57,7 @@ def test_dense_instance_reaches_closed_form_loss():
 def test_sparse_features_go_into_superposition():
     cfg = toy.ToyConfig(n_features=5, n_hidden=2, n_instances=4, importance=0.9,
                         feature_probability=0.05)
-    m = toy.ToyModel(cfg, device="cpu", seed=0)
+    m = toy.ToyModel(cfg, device="cpu")
     toy.train(m, steps=3000, lr=3e-3, progress=False)
     # More features than dimensions are represented: that is superposition.
     assert geometry.n_represented(m.feature_directions()).max() >= 4
@@ -64,8 +65,8 @@ def test_sparse_features_go_into_superposition():
 
 def test_joint_training_equals_separate_training_with_same_random_numbers():
     cfg = toy.ToyConfig(n_features=5, n_hidden=2, n_instances=3, importance=0.9,
-                        feature_probability=[1.0, 0.2, 0.05])
-    joint = toy.ToyModel(cfg, device="cpu", seed=1)
+                        feature_probability=[1.0, 0.2, 0.05], seed=1)
+    joint = toy.ToyModel(cfg, device="cpu")
     gen = torch.Generator().manual_seed(0)
     batches = [toy.generate_batch(cfg, 256, generator=gen) for _ in range(200)]
     singles = [joint.select(i) for i in range(3)]

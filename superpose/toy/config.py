@@ -79,6 +79,10 @@ class ToyConfig:
       [n_instances][n_features] list sets each feature of each instance.
     correlation: "correlated" features come in sets of `set_size` that are all on or all off
       together; "anticorrelated" sets have at most one feature on at a time.
+    seed: seeds the weights `ToyModel` starts from (as `GPTConfig.seed` and `SAEConfig.seed`
+      do), so a saved config says how its model was initialised. What training draws is seeded
+      by the training config's own `seed`. A config saved before this field existed loads
+      with seed 0, the initialisation `ToyModel` used by default then.
     """
 
     n_features: int = 5
@@ -90,6 +94,7 @@ class ToyConfig:
     correlation: Correlation = "independent"
     set_size: int = 2
     init: Literal["xavier_normal", "normal"] = "xavier_normal"
+    seed: int = 0
 
     # Every field's rule, once (checked by `_validate.check_fields`, first thing in
     # `__post_init__`); the rules that tie fields together (list lengths against n_features and
@@ -104,6 +109,7 @@ class ToyConfig:
         "correlation": v.Choice(*CORRELATIONS),
         "set_size": v.Int(1),
         "init": v.Choice("xavier_normal", "normal"),
+        "seed": v.Int(0),
     }
 
     def __post_init__(self) -> None:

@@ -7,7 +7,9 @@ loss gradient (tested: joint training equals separate training with the same ran
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +23,16 @@ from superpose import runs
 from superpose.toy.config import ToyConfig
 
 
+class _Unset:
+    """Marks an argument the caller left out (None is a value of `seed`)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
 class ToyModel(HookedRootModule):
     """`n_instances` toy models; see `ToyConfig` for the variants.
 
@@ -30,17 +42,34 @@ class ToyModel(HookedRootModule):
     """
 
     def __init__(self, cfg: ToyConfig, *, device: torch.device | str | None = None,
-                 seed: int | None = 0) -> None:
+                 seed: int | None | _Unset = _UNSET) -> None:
+        """The weights start from `cfg.seed` (drawn on the CPU, then moved to `device`, so one
+        seed gives the same model on every device).
+
+        `seed` is deprecated: set `ToyConfig(seed=...)`. Passed, it warns and overrides
+        `cfg.seed` (and `self.cfg` records it); `seed=None` draws a fresh random init.
+        """
         super().__init__()
         if not isinstance(cfg, ToyConfig):
             raise TypeError(f"ToyModel takes a ToyConfig, got {type(cfg).__name__}")
+        if not isinstance(seed, _Unset):
+            fix = (f"ToyConfig(..., seed={seed!r}) or dataclasses.replace(cfg, seed={seed!r})"
+                   if seed is not None else
+                   "for a random init, a random seed: ToyConfig(..., seed=random.randrange(2**32))")
+            warnings.warn(
+                f"ToyModel(seed={seed!r}) is deprecated and will be removed in the next "
+                f"release; set the seed in the config: {fix}",
+                DeprecationWarning, stacklevel=2)
+            if seed is not None:
+                v.non_negative_int("seed", seed)
+                cfg = dataclasses.replace(cfg, seed=seed)
         self.cfg = cfg
         dev = v.resolve_device(device)
         gen = torch.Generator(device="cpu")
         if seed is None:
             gen.seed()
         else:
-            gen.manual_seed(seed)
+            gen.manual_seed(cfg.seed)
         inst, f, h = cfg.n_instances, cfg.n_features, cfg.n_hidden
         # Xavier-normal per instance (fan_in + fan_out = n_hidden + n_features). torch's own
         # xavier on a 3-d tensor would count n_instances into the fan and change the init with
@@ -99,10 +128,9 @@ class ToyModel(HookedRootModule):
         idx = idx.reshape(-1)
         imp = self.cfg.importance_tensor()[idx].tolist()
         prob = self.cfg.probability_tensor()[idx].tolist()
-        import dataclasses
         sub_cfg = dataclasses.replace(self.cfg, n_instances=len(idx), importance=imp,
                                       feature_probability=prob)
-        sub = ToyModel(sub_cfg, device=self.device, seed=0)
+        sub = ToyModel(sub_cfg, device=self.device)
         with torch.no_grad():
             for name, p in self.named_parameters():
                 getattr(sub, name).copy_(p[idx.to(p.device)])
