@@ -226,3 +226,25 @@ def test_a_legacy_gpt_checkpoint_resumes_to_the_old_runs_end(tmp_path):
     want = load_file(str(LEGACY / "gpt" / "final.safetensors"))
     for k, t in want.items():
         torch.testing.assert_close(model.state_dict()[k], t, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["relu_out", "relu_hidden"])    # closed-form and autograd
+def test_toy_training_resumes_exactly(tmp_path, variant):
+    cfg = toy.ToyConfig(n_features=5, n_hidden=2, n_instances=3, variant=variant,
+                        feature_probability=[0.1, 0.3, 1.0])
+    kw = dict(lr=1e-2, batch_size=64, log_every=5, progress=False)
+    ref = toy.ToyModel(cfg, device="cpu")
+    r_ref = toy.train(ref, steps=40, **kw)
+    m = toy.ToyModel(cfg, device="cpu")
+    first = toy.train(m, steps=20, out=tmp_path, checkpoint_every=10, **kw)
+    assert first.checkpoint.name == "checkpoint-00000020"
+    m2 = toy.ToyModel(cfg, device="cpu")
+    torch.nn.init.normal_(m2.W)                        # the checkpoint's weights replace these
+    r = toy.train(m2, steps=40, out=tmp_path, resume=True, checkpoint_every=10, **kw)
+    assert r.resumed_from == 20 and r.history.step == r_ref.history.step
+    for k, t in ref.state_dict().items():
+        torch.testing.assert_close(m2.state_dict()[k], t, rtol=0, atol=0)
+    assert r.history.loss == r_ref.history.loss
+    with pytest.raises(ValueError, match="trained with a different config .*lr"):
+        toy.train(toy.ToyModel(cfg, device="cpu"), steps=40, out=tmp_path, resume=True,
+                  **{**kw, "lr": 0.5})

@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from superpose import _validate as v
+from superpose.train.checkpoint import RESUMABLE
 from superpose.train.result import History, TrainResult
 from superpose.train.schedule import SCHEDULE_RULES, check_schedule_fits
 
 Schedule = Literal["cosine", "linear", "inverse_sqrt", "constant"]
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-# Fields a resumed run may change: they do not alter the training trajectory (`steps` does
-# for "cosine", whose horizon moves, but extending a finished run is what it is for).
-RESUMABLE_CHANGES: tuple[str, ...] = ("steps", "log_every", "val_every", "val_batches",
-                                      "val_batch_size", "checkpoint_every", "keep_checkpoints")
+# Fields a resumed run may change: every trainer's, and how validation is sampled.
+RESUMABLE_CHANGES: tuple[str, ...] = (*RESUMABLE, "val_every", "val_batches", "val_batch_size")
 
 
 # `no_type_check`: the config raises its own ValueErrors (field, value, what is allowed), never

@@ -69,9 +69,6 @@ UNIT_NORM = ("topk", "batchtopk")          # decoder rows kept on the unit spher
 SPARSITY_PENALTY = ("relu", "jumprelu", "gated")
 CHECKPOINT_FORMAT = "superpose.sae.checkpoint/2"
 LEGACY_FORMAT = "superpose.sae.checkpoint/1"     # state.json + state.safetensors, no hashes
-# Fields a resumed run may change: they do not alter the trajectory (`steps` moves the decay,
-# but extending a finished run is what it is for).
-RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
 
 
 # lr at d_sae = 1024 and its cap, per architecture (how they were chosen: module docstring)
@@ -480,7 +477,7 @@ def _read_checkpoint(folder: Path, sae: SAE, cfg: SAETrainConfig) -> ckpt_io.Che
         saved.train_config = runs.to_jsonable(SAETrainConfig.from_dict(saved.train_config))
     else:
         saved = _read_legacy(folder, sae)
-    ckpt_io.check_resume_config(saved.train_config, cfg, folder, RESUMABLE_CHANGES)
+    ckpt_io.check_resume_config(saved.train_config, cfg, folder, ckpt_io.RESUMABLE)
     return saved
 
 

@@ -29,7 +29,8 @@ class TrainConfig:
         **SCHEDULE_RULES,
         "optimizer": v.Choice("adamw", "adam"), "weight_decay": v.Float(ge=0),
         "betas": v.Pair(v.Float(ge=0, lt=1)), "eps": v.Float(gt=0),
-        "log_every": v.Int(1), "seed": v.Int(0), "analytic_grad": v.Bool(),
+        "log_every": v.Int(1), "checkpoint_every": v.Int(0) | v.Const(None),
+        "keep_checkpoints": v.Int(1), "seed": v.Int(0), "analytic_grad": v.Bool(),
     }
 
     steps: int = 10_000
@@ -45,6 +46,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     log_every: int = 10          # record the per-instance loss every N steps
+    checkpoint_every: int | None = 0   # with out=...: every N steps and at the end; 0: at the
+    keep_checkpoints: int = 1          # end only; None: none. Keep the newest N.
     seed: int = 0                # seeds the data stream (the init is seeded by the model)
     analytic_grad: bool = True   # closed-form gradient where it exists (superpose.toy.analytic)
 

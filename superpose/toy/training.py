@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from superpose.toy.analytic import AnalyticStep
 from superpose.toy.data import generate_batch, make_generator
 from superpose.toy.model import ToyModel
 from superpose.toy.train_config import ToyHistory, TrainConfig, TrainResult
+from superpose.train import checkpoint as ckpt_io
 from superpose.train.optim import adam
 from superpose.train.schedule import lr_at, should_log
 
@@ -32,6 +34,8 @@ __all__ = ["TrainConfig", "TrainResult", "ToyHistory", "loss_per_instance", "lr_
            "train"]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "superpose.toy.checkpoint/1"
 
 
 def target(model: ToyModel, x: Tensor) -> Tensor:
@@ -48,16 +52,25 @@ def loss_per_instance(out: Float[Tensor, "batch inst n_features"],
 
 def train(model: ToyModel, cfg: TrainConfig | None = None, *,
           data: Iterable[Tensor] | None = None, progress: bool = True,
+          out: str | Path | None = None, resume: bool = False,
           **overrides: Any) -> TrainResult:
     """Train every instance of `model` in place; return the per-instance loss history.
 
     `cfg` fields can be overridden by keyword (`train(m, steps=2000, lr=3e-3)`). `data` is an
     optional iterable of [batch, n_instances, n_features] tensors used instead of fresh samples
-    from the model's feature distribution (seeded by `cfg.seed`).
+    from the model's feature distribution (seeded by `cfg.seed`). `out`: folder for
+    checkpoints (`superpose.train.checkpoint`: format and resume rule of every trainer);
+    `resume=True` continues from the newest there, repeating the uninterrupted run exactly.
     """
     if not isinstance(model, ToyModel):
         raise TypeError(f"train takes a ToyModel, got {type(model).__name__}")
     cfg = v.replace_config(cfg or TrainConfig(), overrides)
+    out_path = Path(out) if out is not None else None
+    latest = ckpt_io.resume_point(out_path, resume)
+    saved = None
+    if latest is not None:
+        saved = ckpt_io.read_checkpoint(latest, CHECKPOINT_FORMAT)
+        ckpt_io.check_resume_config(saved.train_config, cfg, saved.path, ckpt_io.RESUMABLE)
     dev = model.device
     importance = model.cfg.importance_tensor().to(dev)
     probability = model.cfg.probability_tensor().to(dev)
@@ -70,10 +83,23 @@ def train(model: ToyModel, cfg: TrainConfig | None = None, *,
                weight_decay=cfg.weight_decay, decoupled=cfg.optimizer == "adamw")
     want_shape = (model.cfg.n_instances, model.cfg.n_features)
     constant = cfg.schedule == "constant" and cfg.warmup_steps == 0
+    names = [n for n, _ in model.named_parameters()]
+    history, start, seconds_before = ToyHistory(), 0, 0.0
+    if saved is not None:
+        ckpt_io.check_matches_model(saved, model, names)
+        with torch.no_grad():
+            model.load_state_dict(saved.weights)
+        opt.load_state_dict(saved.optimizer)
+        gen.set_state(saved.rng["data"])
+        history = ToyHistory.from_dict(saved.history)
+        start, seconds_before = saved.step, saved.seconds
+        for i in range(start if batches is not None else 0):   # an iterable is replayed
+            _next_batch(batches, i, want_shape, dev)
+    last_ckpt = latest
 
-    history = ToyHistory()
     t0 = time.perf_counter()
-    bar = _progress.bar(range(cfg.steps), progress=progress, desc="toy", leave=False)
+    bar = _progress.bar(range(start, cfg.steps), progress=progress, desc="toy", leave=False,
+                        initial=start, total=cfg.steps)
     for step in bar:
         lr = lr_at(step, cfg)
         if not constant:
@@ -97,12 +123,21 @@ def train(model: ToyModel, cfg: TrainConfig | None = None, *,
             assert loss is not None
             values = loss.detach().float().cpu().tolist()
             history.record(step=step + 1, loss=values, lr=lr,
-                           seconds=time.perf_counter() - t0)
+                           seconds=seconds_before + time.perf_counter() - t0)
             if progress:
                 bar.set_postfix(loss=f"{sum(values) / len(values):.4g}", refresh=False)
+        done = step + 1
+        if out_path is not None and cfg.checkpoint_every is not None and (
+                done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+            last_ckpt = ckpt_io.save_checkpoint(
+                out_path, done, format=CHECKPOINT_FORMAT, model=model, optimizer=opt,
+                param_names=names, train_config=cfg, history=history.to_dict(),
+                rng={"data": gen.get_state()}, seconds=seconds_before + time.perf_counter() - t0,
+                keep=cfg.keep_checkpoints)
     seconds = time.perf_counter() - t0
-    result = TrainResult(history=history, config=cfg, step=cfg.steps, seconds=seconds,
-                         extra={"analytic_grad": analytic})
+    result = TrainResult(history=history, config=cfg, step=max(start, cfg.steps),
+                         seconds=seconds, resumed_from=start if saved is not None else None,
+                         checkpoint=last_ckpt, extra={"analytic_grad": analytic})
     log.info("trained %d instances for %d steps in %.1fs (%.0f steps/s)",
              model.cfg.n_instances, cfg.steps, seconds, result.steps_per_second)
     return result

@@ -62,6 +62,9 @@ OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer.json")
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.safetensors"
 HISTORY_FILE = "history.json"
+# Config fields every trainer lets a resumed run change: they do not alter the trajectory
+# (`steps` moves a decaying schedule's end, but extending a finished run is what it is for).
+RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints")
 LEGACY_MARKERS = ("state.json",)   # earlier SAE checkpoints: pruned like the others
 REQUIRED = (runs.WEIGHTS_FILE, TRAIN_CONFIG_FILE, *OPTIMIZER_FILES, RNG_FILE, HISTORY_FILE)
 
