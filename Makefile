@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test lint bench bench-sae clean-venv
+.PHONY: demo test test-unit test-science lint bench bench-sae clean-venv
 
 # sae-lens needs transformer-lens < 4, so it gets its own environment (.venv-saelens, gitignored),
 # torch pinned first as above. Used by the interop test tier and by the SAE benchmark.
@@ -24,14 +24,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) experiments/tour.py --quick
 
-# Two tiers: the suite on transformer-lens 4.x (.venv), then the interop tier against the real
-# sae-lens and transformer-lens 3.9 (.venv-saelens): tests/interop/ plus the TransformerLens
-# parity tests, which must hold on both major versions.
+# Two tiers. unit: every test not marked `science`, in .venv (≤ 3 minutes on 2 cores).
+# science: the tests marked `science` (quick experiments, notebooks, torchrun, the README) in
+# .venv, then the interop tier against the real sae-lens and transformer-lens 3.9
+# (.venv-saelens): tests/interop/ plus the TransformerLens parity tests, which must hold on both
+# major versions. `make test` runs both tiers, unit first.
+PYTEST := -m pytest -n 2 --dist loadgroup -q
 INTEROP := tests/interop tests/test_tl_hooks.py tests/test_tl_activation_cache.py tests/test_gpt_tl.py \
 	tests/test_readme_tl.py
-test: $(STAMP) $(SAELENS_STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup -q
-	$(SAELENS_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q $(INTEROP)
+test: test-unit test-science
+
+test-unit: $(STAMP)
+	$(PY) $(PYTEST) -m "not science"
+
+test-science: $(STAMP) $(SAELENS_STAMP)
+	$(PY) $(PYTEST) -m science
+	$(SAELENS_VENV)/bin/python $(PYTEST) $(INTEROP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check superpose experiments benchmarks tests

@@ -12,28 +12,30 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jaxtyping  # noqa: E402
 
-# Every jaxtyping shape annotation in the package is checked at run time, under pytest only.
-# The list is every module file of the package (found on disk, nothing imported yet, so the
-# import hook sees them all), less the config modules and the validators: their own
-# ValueErrors must be what a user sees (a beartype error on `n_instances=1.5` would hide the
-# message that names the rule).
-UNCHECKED = ("config", "train_config", "_validate")
+# Every annotation in the package (jaxtyping shapes and plain types) is checked at run time, under
+# pytest only: every module file of the package, found on disk (nothing imported yet, so the
+# import hooks see them all). Modules that validate their own input (a dataclass with a
+# `__post_init__`, and the constraint tables in `_validate`) are checked after the function body
+# rather than before it (tests/shape_checks.py): their ValueErrors must be what a user sees (a
+# beartype error on `n_instances=1.5` would hide the message that names the rule).
 
 
-def _package_modules() -> list[str]:
+def _package_modules() -> tuple[list[str], list[str]]:
     import importlib.util
     (root,) = importlib.util.find_spec("superpose").submodule_search_locations
-    out = []
+    before, after = [], []
     for path in sorted(Path(root).rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
-        if parts[-1] == "__init__" or parts[-1] in UNCHECKED:
+        if parts[-1] == "__init__":
             continue
-        out.append(".".join(("superpose", *parts)))
-    return out
+        validates = parts[-1] == "_validate" or "def __post_init__" in path.read_text()
+        (after if validates else before).append(".".join(("superpose", *parts)))
+    return before, after
 
 
-TYPECHECKED = _package_modules()
+TYPECHECKED, CHECKED_AFTER_THE_BODY = _package_modules()
 jaxtyping.install_import_hook(TYPECHECKED, "beartype.beartype")
+jaxtyping.install_import_hook(CHECKED_AFTER_THE_BODY, "shape_checks.after_the_body")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

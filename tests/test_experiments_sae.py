@@ -1,4 +1,5 @@
-"""The SAE experiments in quick mode: results folders, metrics and the science they claim."""
+"""The SAE experiments in quick mode: results folders, metrics and the science they claim. The
+science tier."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def no_shape_checks():
         jaxtyping.config.update("jaxtyping_disable", False)
 
 
+@pytest.mark.science
 @pytest.mark.xdist_group("sae_experiments")
 def test_sae_toy_recovers_the_toy_models_directions(tmp_path, no_shape_checks):
+    # catches: an SAE (or the activation capture from a ToyModel instance) that learns
+    # directions other than the toy model's own features: recovery at cos >= 0.9 would fail.
     import sae_toy
 
     m = sae_toy.run(out=str(tmp_path), quick=True, seed=0, progress=False)
@@ -35,8 +39,11 @@ def test_sae_toy_recovers_the_toy_models_directions(tmp_path, no_shape_checks):
     assert m["40_in_10"]["topk"]["recovered"] >= 0.8
 
 
+@pytest.mark.science
 @pytest.mark.xdist_group("sae_experiments")
 def test_sae_ground_truth_frontier(tmp_path, no_shape_checks):
+    # catches: an architecture dropped from the sweep, a TopK whose k does not set its sparsity
+    # (L0 and FVE would not rise with k), or ground-truth matching (MCC) that is broken.
     import sae_ground_truth
 
     m = sae_ground_truth.run(out=str(tmp_path), quick=True, seed=0, progress=False)

@@ -1,5 +1,6 @@
 """experiments/sae_gpt.py in quick mode: it writes its files, the SAEs it saves are the ones
-it measured (reloaded, they give the same spliced-in loss), and the numbers make sense."""
+it measured (reloaded, they give the same spliced-in loss), and the numbers make sense. The
+science tier."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import sae_gpt
 from superpose import gpt, sae
 
 
-@pytest.mark.slow
+@pytest.mark.science
 def test_sae_gpt_quick(tmp_path):
+    # catches: a TopK SAE whose ReLU after top-k is lost or whose top-k keeps too many (L0 > k),
+    # a splice that does not replace the activation (loss recovered outside (0.5, 1]), a saved
+    # SAE whose activation scale was not folded in (reloaded loss differs), dead or dense
+    # latents drawn as features.
     m = sae_gpt.run(out=tmp_path, quick=True, progress=False)
     (d,) = list((tmp_path / "sae_gpt").iterdir())
     names = {p.name for p in d.iterdir()}

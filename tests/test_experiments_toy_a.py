@@ -1,5 +1,5 @@
 """The toy experiment scripts in quick mode: they write their files and the science holds
-where it is robust at a few thousand steps."""
+where it is robust at a few thousand steps (science tier); and the shape classifier they use."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import toy_correlated
 import toy_intro
 import toy_sweep
 
-pytestmark = pytest.mark.slow
-
 
 def files(run_dir) -> set[str]:
     return {p.name for p in run_dir.iterdir()}
 
 
+@pytest.mark.science
 def test_toy_intro_quick(tmp_path):
+    # catches: a toy trainer or model that no longer finds superposition (no pentagon, fewer
+    # than 4 features in 2 dimensions when sparse), a wrong dense-limit loss, a results folder
+    # missing a file, or a pentagon count that disagrees with the shapes it counts.
     m = toy_intro.run(out=tmp_path, quick=True, progress=False)
     run_dir = tmp_path / "toy_intro"
     (run_dir,) = [p for p in run_dir.iterdir()]
@@ -27,8 +29,7 @@ def test_toy_intro_quick(tmp_path):
     assert saved["summary"] and saved["sparsest"]["n_seeds"] == 2
     # Dense: the two most important features get orthogonal dimensions, loss ≈ closed form.
     assert m["dense"]["shape_per_seed"] == ["2 orthogonal"] * 2
-    assert m["dense"]["represented_per_seed"] == [[0, 1], [0, 1]] or \
-        all(sorted(r) == [0, 1] for r in m["dense"]["represented_per_seed"])
+    assert all(sorted(r) == [0, 1] for r in m["dense"]["represented_per_seed"])
     for loss in m["dense"]["final_loss_per_seed"]:
         assert loss == pytest.approx(toy_intro.DENSE_LOSS, rel=0.05)
     # Sparse: more features than dimensions. At the sparsest density every seed packs at least
@@ -37,10 +38,14 @@ def test_toy_intro_quick(tmp_path):
     for s in m["seeds"].values():
         assert s["n_represented"][-1] >= 4
         assert "pentagon" in s["shape"][5:]
-    assert 0 <= m["sparsest"]["pentagon_count"] <= 2
+    assert m["sparsest"]["pentagon_count"] == sum(
+        s["shape"][-1] == "pentagon" for s in m["seeds"].values())
 
 
+@pytest.mark.science
 def test_toy_sweep_quick(tmp_path):
+    # catches: a linear toy model that superposes (it must keep exactly the top 5 features), a
+    # ReLU model that stops superposing when sparse, or a broken superposition/dims measure.
     m = toy_sweep.run(out=tmp_path, quick=True, progress=False)
     (run_dir,) = list((tmp_path / "toy_sweep").iterdir())
     assert {"config.json", "metrics.json", "paper_figure.png", "gram_relu_out.png",
@@ -58,7 +63,11 @@ def test_toy_sweep_quick(tmp_path):
     assert relu["mean_superposition_represented"][-1] > 0.5
 
 
+@pytest.mark.science
 def test_toy_correlated_quick(tmp_path):
+    # catches: correlated/anticorrelated feature sampling that ignores its correlation (the
+    # geometry would not switch between orthogonal and antipodal), or a verdict that
+    # contradicts the cosines it is computed from.
     m = toy_correlated.run(out=tmp_path, quick=True, progress=False)
     (run_dir,) = list((tmp_path / "toy_correlated").iterdir())
     assert {"config.json", "metrics.json", "feature_directions_correlated.png",

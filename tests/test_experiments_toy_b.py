@@ -1,5 +1,6 @@
 """The phase-diagram and feature-dimensionality experiments, in quick mode: they write their
-results folder and reproduce the parts of the paper's findings that are robust at that size."""
+results folder and reproduce the parts of the paper's findings that are robust at that size
+(science tier); the closed-form theory and classifier behind them are unit tests."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ def _files(run_dir: str) -> set[str]:
     return {p.name for p in Path(run_dir).iterdir()}
 
 
-@pytest.mark.slow
+@pytest.mark.science
 def test_toy_phase_diagram_quick(tmp_path: Path) -> None:
+    # catches: per-instance importance or density not reaching the loss (the dense column would
+    # not flip at r = 1, sparse cells would not superpose), or a learned grid that drifts from
+    # the closed-form theory.
     import toy_phase_diagram as exp
 
     m = exp.run(out=str(tmp_path), quick=True, seed=0, progress=False)
@@ -73,8 +77,10 @@ def test_classify() -> None:
                                         exp.SUPERPOSITION, exp.DEDICATED]
 
 
-@pytest.mark.slow
+@pytest.mark.science
 def test_toy_dimensionality_quick(tmp_path: Path) -> None:
+    # catches: a wrong dimensions-per-feature or feature-dimensionality formula (no 1 when
+    # dense, no 1/2 plateau of antipodal pairs, fractions off the paper's lines).
     import toy_dimensionality as exp
 
     m = exp.run(out=str(tmp_path), quick=True, seed=0, progress=False)

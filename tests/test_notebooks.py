@@ -1,4 +1,5 @@
-"""Execute every notebook in quick mode (SUPERPOSE_QUICK=1): a notebook that errors fails."""
+"""Execute every notebook in quick mode (SUPERPOSE_QUICK=1): a notebook that errors fails. The
+science tier."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no .ipynb"
 
 
+@pytest.mark.science
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
+    # catches: a notebook cell calling an API the package renamed or removed, or an assertion a
+    # notebook makes about its own results (the guided tour's claims) no longer holding.
     monkeypatch.setenv("SUPERPOSE_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -21,7 +21,7 @@ def test_readme_transformer_lens_block_runs(monkeypatch):
     code = tl_block()
     try:
         transformer_lens.HookedTransformer  # noqa: B018  (3.x has it, 4.x raises ImportError)
-        code = code.replace("ref = gpt.to_transformer_bridge(model)", "pass").replace(
+        code = code.replace("ref = gpt.to_transformer_bridge(tiny)", "pass").replace(
             "# ht = gpt.to_hooked_transformer", "ht = gpt.to_hooked_transformer").replace(
             "# gpt.GPT.from_hooked_transformer", "gpt.GPT.from_hooked_transformer")
     except ImportError:
