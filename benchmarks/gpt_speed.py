@@ -272,7 +272,7 @@ def build(device: torch.device, steps: int, d_vocab: int | None = None
         train = gpt.TokenDataset(tok.encode(corpus.train), N_CTX)
         val = gpt.TokenDataset(tok.encode(corpus.val), N_CTX)
         g = torch.Generator().manual_seed(0)
-        batches = [train.sample(BATCH, g) for _ in range(steps + WARMUP)]
+        batches = [train.sample(BATCH, generator=g) for _ in range(steps + WARMUP)]
     else:
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randint(0, d_vocab, (BATCH, N_CTX), generator=g),) * 2

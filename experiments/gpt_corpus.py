@@ -84,7 +84,7 @@ def head_scores(model: gpt.GPT, val_ids: Tensor, seed: int) -> dict[str, Tensor]
     windows = val_ids[: (len(val_ids) // n_ctx) * n_ctx].view(-1, n_ctx)[:16]
     prev = gpt.prev_token_scores(model, windows)
     ind = gpt.induction_scores(model, seq_len=min(INDUCTION_LEN, n_ctx // 2),
-                               d_vocab=model.cfg.d_vocab, batch=32, seed=seed)
+                               d_vocab=model.cfg.d_vocab, batch_size=32, seed=seed)
     return {"prev_token": prev, "induction": ind}
 
 

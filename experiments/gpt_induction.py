@@ -89,7 +89,7 @@ def shifted_repeats(batch: int, seq_len: int, d_vocab: int, generator: torch.Gen
     rows = []
     hi = seq_len if max_repeat is None else max_repeat
     for n in torch.randint(min_repeat, hi + 1, (batch,), generator=g).tolist():
-        rep = gpt.repeated_tokens(1, n, d_vocab, g, bos=BOS)[0]      # [BOS, A, A]
+        rep = gpt.repeated_tokens(1, n, d_vocab, generator=g, bos=BOS)[0]      # [BOS, A, A]
         noise = torch.randint(1, d_vocab, (2 * (seq_len - n),), generator=g)
         rows.append(torch.cat([rep[:1], noise, rep[1:]]))
     return torch.stack(rows)
@@ -105,8 +105,8 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         g = torch.Generator().manual_seed(self.seed)
         while True:
-            t = (gpt.repeated_tokens(self.batch, SEQ_LEN, D_VOCAB, g, bos=BOS) if self.fixed
-                 else shifted_repeats(self.batch, SEQ_LEN, D_VOCAB, g))
+            t = (gpt.repeated_tokens(self.batch, SEQ_LEN, D_VOCAB, generator=g, bos=BOS)
+                 if self.fixed else shifted_repeats(self.batch, SEQ_LEN, D_VOCAB, g))
             yield t[:, :-1], t[:, 1:]
 
 
@@ -131,13 +131,15 @@ def eval_sets(seed: int) -> list[EvalSet]:
     g = 10_000 + seed
     short = 2 * (SEQ_LEN - OTHER_LEN)
     return [
-        EvalSet("eval", gpt.repeated_tokens(EVAL_BATCH, SEQ_LEN, D_VOCAB, g, bos=BOS),
+        EvalSet("eval", gpt.repeated_tokens(EVAL_BATCH, SEQ_LEN, D_VOCAB, generator=g, bos=BOS,
+                                                 device="cpu"),
                 SEQ_LEN, SEQ_LEN + 1),
         EvalSet("other_len", shifted_repeats(EVAL_BATCH, SEQ_LEN, D_VOCAB, g,
                                              min_repeat=OTHER_LEN, max_repeat=OTHER_LEN),
                 OTHER_LEN, 1 + short + OTHER_LEN),
-        EvalSet("plain_other_len", gpt.repeated_tokens(EVAL_BATCH, OTHER_LEN, D_VOCAB, g,
-                                                       bos=BOS), OTHER_LEN, OTHER_LEN + 1),
+        EvalSet("plain_other_len",
+                gpt.repeated_tokens(EVAL_BATCH, OTHER_LEN, D_VOCAB, generator=g, bos=BOS,
+                                    device="cpu"), OTHER_LEN, OTHER_LEN + 1),
     ]
 
 

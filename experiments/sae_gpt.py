@@ -93,7 +93,7 @@ def train_sae(model: gpt.GPT, hook: str, data: gpt.TokenDataset, spec: dict[str,
     gen = torch.Generator().manual_seed(seed + 1)
     n_ctx = model.cfg.n_ctx
     bs = cfg["batch_size"]
-    store = ActivationStore(model, hook, data.batches(max(1, bs // n_ctx * 2), gen),
+    store = ActivationStore(model, hook, data.batches(max(1, bs // n_ctx * 2), generator=gen),
                             batch_size=bs, buffer_size=8 * bs, seed=seed, device="cpu",
                             normalize="mean_norm")
     d_in = store.d_in

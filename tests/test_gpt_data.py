@@ -242,17 +242,17 @@ def test_load_text_files(tmp_path):
 def test_sampler_shapes_targets_and_determinism():
     tokens = torch.arange(1000)
     ds = C.TokenDataset(tokens, n_ctx=16)
-    x, y = ds.sample(8, torch.Generator().manual_seed(0))
+    x, y = ds.sample(8, generator=torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.long
     # Windows are contiguous runs of the stream and the targets are the next tokens.
     assert torch.equal(y, x + 1)
     assert torch.equal(x - x[:, :1], torch.arange(16).expand(8, 16))
-    x2, _ = ds.sample(8, torch.Generator().manual_seed(0))
-    x3, _ = ds.sample(8, torch.Generator().manual_seed(1))
+    x2, _ = ds.sample(8, generator=torch.Generator().manual_seed(0))
+    x3, _ = ds.sample(8, generator=torch.Generator().manual_seed(1))
     assert torch.equal(x, x2) and not torch.equal(x, x3)
     # Every start is reachable, and the last window ends on the last token.
     g = torch.Generator().manual_seed(0)
-    starts = torch.cat([next(ds.batches(512, g))[0][:, 0] for _ in range(20)])
+    starts = torch.cat([next(ds.batches(512, generator=g))[0][:, 0] for _ in range(20)])
     assert starts.min() == 0 and starts.max() == 1000 - 16 - 1
 
 
@@ -281,13 +281,13 @@ def test_sampler_errors(user_errors):
     with pytest.raises(ValueError, match="n_ctx must be a positive integer"):
         C.TokenDataset(torch.arange(100), n_ctx=0)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        C.TokenDataset(torch.arange(100), n_ctx=4).sample(0, torch.Generator())
+        C.TokenDataset(torch.arange(100), n_ctx=4).sample(0, generator=torch.Generator())
 
 
 def test_corpus_to_batches_end_to_end(small_corpus):
     tok = T.CharTokenizer.fit(small_corpus)
     ds = C.TokenDataset(tok.encode(small_corpus.train), n_ctx=32)
-    x, y = ds.sample(4, torch.Generator().manual_seed(0))
+    x, y = ds.sample(4, generator=torch.Generator().manual_seed(0))
     assert tok.decode(x[0])[1:] == tok.decode(y[0])[:-1]
     assert tok.decode(x[0]) in small_corpus.train
 
@@ -295,12 +295,12 @@ def test_corpus_to_batches_end_to_end(small_corpus):
 # --- synthetic data ---------------------------------------------------------------------------
 
 def test_repeated_tokens_structure():
-    t = S.repeated_tokens(64, 20, 50, torch.Generator().manual_seed(0))
+    t = S.repeated_tokens(64, 20, 50, generator=torch.Generator().manual_seed(0))
     assert t.shape == (64, 40) and t.dtype == torch.long
     assert torch.equal(t[:, :20], t[:, 20:])
     assert t.min() >= 0 and t.max() < 50
-    assert torch.equal(t, S.repeated_tokens(64, 20, 50, 0))          # a seed works too
-    b = S.repeated_tokens(2000, 10, 5, 1, bos=2)
+    assert torch.equal(t, S.repeated_tokens(64, 20, 50, generator=0, device="cpu"))  # a seed too
+    b = S.repeated_tokens(2000, 10, 5, generator=1, bos=2, device="cpu")
     assert b.shape == (2000, 21) and (b[:, 0] == 2).all() and (b[:, 1:] != 2).all()
     assert torch.equal(b[:, 1:11], b[:, 11:])
     counts = torch.bincount(b[:, 1:11].flatten(), minlength=5).float() / (2000 * 10)
@@ -310,17 +310,17 @@ def test_repeated_tokens_structure():
 
 def test_repeated_tokens_errors(user_errors):
     with pytest.raises(ValueError, match="bos must be a token id below d_vocab=5, got 5"):
-        S.repeated_tokens(1, 4, 5, 0, bos=5)
+        S.repeated_tokens(1, 4, 5, generator=0, bos=5)
     with pytest.raises(ValueError, match="seq_len must be a positive integer, got 0"):
-        S.repeated_tokens(1, 0, 5, 0)
+        S.repeated_tokens(1, 0, 5, generator=0)
 
 
 def test_dyck_samples_are_valid_and_follow_the_sampler():
     d = S.Dyck(n_types=3, length=24, p_open=0.6, max_depth=4)
-    t = d.sample(4000, torch.Generator().manual_seed(0))
+    t = d.sample(4000, generator=torch.Generator().manual_seed(0))
     assert t.shape == (4000, 25) and d.d_vocab == 7 and (t[:, 0] == d.bos_id).all()
     assert d.is_valid(t).all()
-    assert torch.equal(t, d.sample(4000, 0))
+    assert torch.equal(t, d.sample(4000, generator=0, device="cpu"))
     depth = d.depth(t)
     assert depth.max() == 4 and depth.min() == 0     # max_depth reached, not exceeded
     assert (depth[:, -1] == 0).all()
@@ -335,6 +335,57 @@ def test_dyck_samples_are_valid_and_follow_the_sampler():
     nll = -dist.gather(-1, t[:, 1:, None]).log().mean().item()
     assert nll == pytest.approx(d.optimal_loss(t), rel=0.01)
     assert d.forced(t).any() and d.to_str_tokens(t[0])[:2] in (["<bos>", b] for b in "([{")
+
+
+def test_old_positional_generator_and_batch_keyword_warn_and_give_the_same_tokens():
+    want = S.repeated_tokens(6, 5, 9, generator=4, bos=0, device="cpu")
+    with pytest.warns(DeprecationWarning, match=r"pass generator=\.\.\. by keyword"):
+        assert torch.equal(S.repeated_tokens(6, 5, 9, 4, bos=0, device="cpu"), want)
+    with pytest.warns(DeprecationWarning, match=r"repeated_tokens\(batch=\.\.\.\) is now "
+                                                r"repeated_tokens\(batch_size=\.\.\.\)"):
+        got = S.repeated_tokens(batch=6, seq_len=5, d_vocab=9, generator=4, bos=0, device="cpu")
+    assert torch.equal(got, want)
+    with pytest.raises(TypeError, match="both batch_size= and its old name batch="):
+        S.repeated_tokens(6, 5, 9, batch=6, generator=4)
+    with pytest.raises(TypeError, match="generator both positionally and as generator="):
+        S.repeated_tokens(6, 5, 9, 4, generator=4)
+    with pytest.raises(TypeError, match="missing required argument 'd_vocab'"):
+        S.repeated_tokens(6, 5, generator=4)
+    d = S.Dyck(n_types=2, length=8)
+    with pytest.warns(DeprecationWarning, match="pass generator=... by keyword"):
+        assert torch.equal(d.sample(5, 1), d.sample(5, generator=1))
+    with pytest.warns(DeprecationWarning, match=r"Dyck.sample\(batch=\.\.\.\) is now"):
+        assert torch.equal(d.sample(batch=5, generator=1), d.sample(5, generator=1))
+    ds = C.TokenDataset(torch.arange(100), n_ctx=4)
+    with pytest.warns(DeprecationWarning, match="TokenDataset.sample"):
+        old = ds.sample(3, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(old, ds.sample(3, generator=torch.Generator().manual_seed(2)))
+    with pytest.warns(DeprecationWarning, match="TokenDataset.batches"):
+        next(ds.batches(3, torch.Generator()))
+
+
+def test_synthetic_tokens_follow_device_and_generator_rules(user_errors):
+    # An int seed draws on a CPU generator (the same tokens on every machine), then moves.
+    cpu = torch.Generator().manual_seed(7)
+    torch.testing.assert_close(S.repeated_tokens(3, 4, 10, generator=7, device="cpu"),
+                               S.repeated_tokens(3, 4, 10, generator=cpu))
+    assert S.repeated_tokens(3, 4, 10, generator=7).device.type == (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    # None draws from torch's global generator.
+    torch.manual_seed(11)
+    a = S.repeated_tokens(3, 4, 10, device="cpu")
+    torch.manual_seed(11)
+    assert torch.equal(a, S.repeated_tokens(3, 4, 10, device="cpu"))
+    # A generator and an explicit device elsewhere: an error naming both, not a silent move.
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"generator lives on cpu but device='cuda'"):
+            S.repeated_tokens(3, 4, 10, generator=torch.Generator(), device="cuda")
+        with pytest.raises(ValueError, match=r"generator lives on cpu but device='cuda'"):
+            S.Dyck().sample(3, generator=torch.Generator(), device="cuda")
+    # An int seed on a TokenDataset is a CPU generator seeded with it.
+    ds = C.TokenDataset(torch.arange(100), n_ctx=4)
+    torch.testing.assert_close(ds.sample(3, generator=5),
+                               ds.sample(3, generator=torch.Generator().manual_seed(5)))
 
 
 def test_dyck_validity_checker_rejects_broken_strings():
@@ -353,7 +404,7 @@ def test_dyck_validity_checker_rejects_broken_strings():
 
 def test_dyck_score_perfect_and_uniform_models():
     d = S.Dyck(n_types=2, length=16)
-    t = d.sample(512, 0)
+    t = d.sample(512, generator=0, device="cpu")
     perfect = d.next_token_probs(t).clamp(min=1e-9).log()
     logits = torch.cat([perfect, torch.zeros(512, 1, d.d_vocab)], dim=1)
     s = d.score(logits, t)

@@ -42,10 +42,10 @@ def test_scores_equal_the_cached_patterns():
     prev = gpt.prev_token_scores(model, tokens)
     assert prev.shape == (2, 3)
     torch.testing.assert_close(prev, pat[..., q, q - 1].mean(dim=(1, 3)))
-    rep = gpt.repeated_tokens(8, 7, 11, 3, bos=0)
+    rep = gpt.repeated_tokens(8, 7, 11, generator=3, bos=0, device="cpu")
     q = torch.arange(8, 15)
     expect = manual_patterns(model, rep)[..., q, q - 6].mean(dim=(1, 3))
-    got = gpt.induction_scores(model, seq_len=7, d_vocab=11, batch=8, seed=3, bos=0)
+    got = gpt.induction_scores(model, seq_len=7, d_vocab=11, batch_size=8, seed=3, bos=0)
     torch.testing.assert_close(got, expect)
 
 
@@ -102,5 +102,5 @@ def test_transformer_bridge_boot_native():
     prev = gpt.prev_token_scores(model, tokens)
     q = torch.arange(1, 12)
     torch.testing.assert_close(prev, pat[..., q, q - 1].mean(dim=(1, 3)))
-    ind = gpt.induction_scores(model, seq_len=6, d_vocab=20, batch=4)
+    ind = gpt.induction_scores(model, seq_len=6, d_vocab=20, batch_size=4)
     assert ind.shape == (2, 4) and ((ind >= 0) & (ind <= 1)).all()

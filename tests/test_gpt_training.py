@@ -182,7 +182,7 @@ def test_weight_decay_groups():
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_accumulated_gradient_equals_big_batch_gradient(data, smoothing):
-    x, y = data.sample(12, torch.Generator().manual_seed(3))
+    x, y = data.sample(12, generator=torch.Generator().manual_seed(3))
     big, acc = small_gpt(), small_gpt()
     logits = big(x)
     F.cross_entropy(logits.flatten(0, 1), y.flatten(), label_smoothing=smoothing).backward()
@@ -239,7 +239,7 @@ def test_bf16_autocast_on_cpu(data):
 
 def test_label_smoothing_enters_the_training_loss_only(data):
     model = small_gpt()
-    x, y = data.sample(8, torch.Generator().manual_seed(0))          # the first batch
+    x, y = data.sample(8, generator=torch.Generator().manual_seed(0))          # the first batch
     with torch.no_grad():
         logits = model(x).flatten(0, 1)
     r = train(model, data, steps=1, batch_size=8, label_smoothing=0.2, val_data=data,
@@ -251,7 +251,7 @@ def test_label_smoothing_enters_the_training_loss_only(data):
 
 
 def test_bad_data_and_models_fail_clearly(user_errors, data):
-    batch = data.sample(4, torch.Generator().manual_seed(0))
+    batch = data.sample(4, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"data batch 0 has 4 sequences but batch_size is 8"):
         train(Tiny(), [batch], steps=1, batch_size=8, **quiet())
     with pytest.raises(ValueError, match=r"data ran out after 1 batches"):
@@ -346,7 +346,7 @@ def test_resume_real_gpt_with_dropout(tmp_path, data):
 
 def test_resume_with_an_iterable_replays_it(tmp_path, data):
     g = torch.Generator().manual_seed(5)
-    batches = [data.sample(4, g) for _ in range(6)]
+    batches = [data.sample(4, generator=g) for _ in range(6)]
     kw = dict(steps=6, batch_size=4, log_every=1, checkpoint_every=2, **quiet())
     whole = Tiny()
     a = train(whole, batches, **kw)

@@ -56,3 +56,18 @@ def test_abs_variant_values_span_minus_one_to_one():
 def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         toy.generate_batch(toy.ToyConfig(), 0, generator=0, device="cpu")
+
+
+def test_make_generator_device_defaults_and_mismatch(user_errors):
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert toy.make_generator(0).device.type == want              # None: CUDA when available
+    assert toy.make_generator(0, "cpu").device.type == "cpu"
+    g = torch.Generator()
+    assert toy.make_generator(g) is g and toy.make_generator(g, "cpu") is g
+    # A CPU generator given to a batch without a device: the batch follows the generator.
+    cfg = toy.ToyConfig(n_features=4, n_instances=2)
+    assert toy.generate_batch(cfg, 3, generator=torch.Generator()).device.type == "cpu"
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"generator lives on cpu but device='cuda' was "
+                                             r"asked for"):
+            toy.make_generator(g, "cuda")

@@ -37,7 +37,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
 from superpose import _validate as v
+from superpose.toy.data import make_generator
 
 logger = logging.getLogger(__name__)
 
@@ -241,23 +243,41 @@ class TokenDataset:
     def _windows(self, starts: Int[Tensor, " batch"]) -> Int[Tensor, "batch n"]:
         return self.tokens[starts[:, None] + self._offsets].long()
 
-    def sample(self, batch_size: int, generator: torch.Generator
+    def sample(self, batch_size: int, *args: torch.Generator | int,
+               generator: torch.Generator | int | None = None
                ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
         """(inputs, targets), each [batch_size, n_ctx], from windows starting anywhere (uniform
         over the len(tokens) - n_ctx possible starts); targets[:, t] = the token after
-        inputs[:, t]."""
+        inputs[:, t]. `generator`: a `torch.Generator` (draws on its device), an int seed (a
+        CPU generator) or None (torch's global generator). The windows are on the tokens'
+        device. Deprecated: the generator as the second positional argument."""
+        generator = deprecation.positional_option("TokenDataset.sample", "generator", args,
+                                                  generator)
         v.positive_int("batch_size", batch_size)
+        if isinstance(generator, int) and not isinstance(generator, bool):
+            generator = make_generator(generator, "cpu")
+        dev = generator.device if isinstance(generator, torch.Generator) else "cpu"
         starts = torch.randint(0, len(self.tokens) - self.n_ctx, (batch_size,),
-                               generator=generator, device=generator.device)
+                               generator=generator, device=dev)
         w = self._windows(starts.to(self.tokens.device))
         return w[:, :-1], w[:, 1:]
 
-    def batches(self, batch_size: int, generator: torch.Generator
+    def batches(self, batch_size: int, *args: torch.Generator | int,
+                generator: torch.Generator | int | None = None
                 ) -> Iterator[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
-        """`sample(batch_size, generator)` forever."""
+        """`sample(batch_size, generator=generator)` forever (an int seeds one generator that
+        the batches share). Deprecated: the generator as the second positional argument."""
+        generator = deprecation.positional_option("TokenDataset.batches", "generator", args,
+                                                  generator)
         v.positive_int("batch_size", batch_size)
+        if isinstance(generator, int) and not isinstance(generator, bool):
+            generator = make_generator(generator, "cpu")
+        return self._batches(batch_size, generator)
+
+    def _batches(self, batch_size: int, generator: torch.Generator | None
+                 ) -> Iterator[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:
         while True:
-            yield self.sample(batch_size, generator)
+            yield self.sample(batch_size, generator=generator)
 
     def sequential(self, batch_size: int, *, max_batches: int | None = None
                    ) -> Iterator[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]]:

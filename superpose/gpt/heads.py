@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from superpose import _deprecation as deprecation
 from superpose import _validate as v
 from superpose.gpt.synthetic import repeated_tokens
 
@@ -85,7 +86,7 @@ def prev_token_scores(model: nn.Module, tokens: Int[Tensor, "batch pos"]
 def induction_scores_from(pattern: Float[Tensor, "layer batch head query key"], repeat: int,
                           copy_start: int) -> Float[Tensor, "layer head"]:
     """Induction score from patterns already computed: mean attention from each position
-    t ≥ copy_start to t − repeat + 1. For `repeated_tokens(batch, L, ...)`: repeat = L,
+    t ≥ copy_start to t − repeat + 1. For `repeated_tokens(batch_size, L, ...)`: repeat = L,
     copy_start = L (one more for each token put in front, such as a BOS)."""
     v.positive_int("repeat", repeat)
     v.positive_int("copy_start", copy_start)
@@ -100,11 +101,17 @@ def induction_scores_from(pattern: Float[Tensor, "layer batch head query key"], 
     return pattern[..., q, q - repeat + 1].mean(dim=(1, 3))
 
 
-def induction_scores(model: nn.Module, *, seq_len: int, d_vocab: int, batch: int = 32,
-                     seed: int = 0, bos: int | None = None) -> Float[Tensor, "layer head"]:
-    """Induction score per head on `batch` random sequences of `seq_len` tokens repeated once
-    (`repeated_tokens`; with `bos`, every row starts with that token): random tokens leave
-    nothing to predict but the repeat, so only a copying circuit can score high."""
+def induction_scores(model: nn.Module, *, seq_len: int, d_vocab: int, batch_size: int = 32,
+                     seed: int = 0, bos: int | None = None,
+                     batch: int | None = None) -> Float[Tensor, "layer head"]:
+    """Induction score per head on `batch_size` random sequences of `seq_len` tokens repeated
+    once (`repeated_tokens`; with `bos`, every row starts with that token): random tokens leave
+    nothing to predict but the repeat, so only a copying circuit can score high. The tokens
+    are drawn from `seed` on the CPU (the same on every device), then run on the model's
+    device. `batch=` is the deprecated name of `batch_size=`."""
+    batch_size = deprecation.renamed_argument(
+        "induction_scores", "batch", "batch_size",
+        batch if batch is not None else deprecation.UNSET, batch_size, default=32)
     v.positive_int("seq_len", seq_len)
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     total = 2 * seq_len + (bos is not None)
@@ -112,7 +119,8 @@ def induction_scores(model: nn.Module, *, seq_len: int, d_vocab: int, batch: int
         raise ValueError(f"2 * seq_len{' + 1 (bos)' if bos is not None else ''} = {total} "
                          f"exceeds the model's context n_ctx={n_ctx}; use seq_len <= "
                          f"{(n_ctx - (bos is not None)) // 2}")
-    tokens = repeated_tokens(batch, seq_len, d_vocab, seed, bos=bos)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    pat = attention_patterns(model, tokens.to(device))
+    tokens = repeated_tokens(batch_size, seq_len, d_vocab, generator=seed, bos=bos,
+                             device=device)
+    pat = attention_patterns(model, tokens)
     return induction_scores_from(pat, seq_len, seq_len + (bos is not None))

@@ -29,33 +29,67 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
 from superpose import _validate as v
 from superpose.toy.data import make_generator
 
 
-def repeated_tokens(batch: int, seq_len: int, d_vocab: int,
-                    generator: torch.Generator | int, *, bos: int | None = None
-                    ) -> Int[Tensor, "batch pos"]:
-    """[batch, 2 * seq_len] tokens (one more with `bos`): uniform random tokens, then the same
-    tokens again. With `bos`, every row starts with that id and the random tokens avoid it."""
-    v.positive_int("batch", batch)
-    v.positive_int("seq_len", seq_len)
-    v.positive_int("d_vocab", d_vocab)
+def _stream(generator: torch.Generator | int | None, device: torch.device | str | None
+            ) -> tuple[torch.Generator | None, torch.device, torch.device]:
+    """(generator, device to draw on, device to return on) for a synthetic-data function.
+
+    An int seeds a CPU generator and None draws from torch's global CPU generator, so one seed
+    gives the same tokens on every machine; they are then moved to `device` (None: CUDA when
+    available, else CPU). A `torch.Generator` draws on its own device, which is also where the
+    tokens stay when `device` is None; an explicit `device` elsewhere is an error.
+    """
+    if isinstance(generator, torch.Generator):
+        g = make_generator(generator, device)          # refuses a device mismatch
+        return g, g.device, g.device
+    out = v.resolve_device(device)
+    if generator is None:
+        return None, torch.device("cpu"), out
+    return make_generator(generator, "cpu"), torch.device("cpu"), out
+
+
+def repeated_tokens(batch_size: int | None = None, seq_len: int | None = None,
+                    d_vocab: int | None = None, *args: torch.Generator | int,
+                    generator: torch.Generator | int | None = None, bos: int | None = None,
+                    device: torch.device | str | None = None,
+                    batch: int | None = None) -> Int[Tensor, "batch pos"]:
+    """[batch_size, 2 * seq_len] tokens (one more with `bos`): uniform random tokens, then the
+    same tokens again. With `bos`, every row starts with that id and the random tokens avoid it.
+
+    `batch_size`, `seq_len` and `d_vocab` are required. `generator`: a `torch.Generator`, an
+    int seed, or None for torch's global generator (see `_stream` for where tokens are drawn
+    and returned; `device=None` means CUDA when available, else CPU, or the generator's device
+    when a generator is given). Deprecated: `batch=` (now `batch_size=`) and the generator as
+    the fourth positional argument (now `generator=`).
+    """
+    batch_size = deprecation.renamed_argument("repeated_tokens", "batch", "batch_size",
+                                              batch if batch is not None else deprecation.UNSET,
+                                              batch_size)
+    generator = deprecation.positional_option("repeated_tokens", "generator", args, generator)
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("d_vocab", d_vocab)):
+        if value is None:
+            raise TypeError(f"repeated_tokens() missing required argument {name!r}: call "
+                            "repeated_tokens(batch_size, seq_len, d_vocab, generator=...)")
+        v.positive_int(name, value)
     if bos is not None:
         v.non_negative_int("bos", bos)
         if bos >= d_vocab:
             raise ValueError(f"bos must be a token id below d_vocab={d_vocab}, got {bos}")
         if d_vocab < 2:
             raise ValueError("with a bos token, d_vocab must be at least 2 (bos + one other)")
-    g = make_generator(generator)
+    g, draw_on, out_on = _stream(generator, device)
     n = d_vocab - (bos is not None)
-    half = torch.randint(0, n, (batch, seq_len), generator=g, device=g.device)
+    half = torch.randint(0, n, (batch_size, seq_len), generator=g, device=draw_on)
     if bos is not None:
         half = half + (half >= bos).long()              # skip the bos id
     out = torch.cat([half, half], dim=1)
     if bos is not None:
-        out = torch.cat([torch.full((batch, 1), bos, device=out.device), out], dim=1)
-    return out
+        out = torch.cat([torch.full((batch_size, 1), bos, device=out.device), out], dim=1)
+    return out.to(out_on)
 
 
 BRACKETS = ("()", "[]", "{}", "<>")
@@ -125,12 +159,23 @@ class Dyck:
         vocab = self.vocab
         return [vocab[i] for i in tokens.tolist()]
 
-    def sample(self, batch: int, generator: torch.Generator | int
-               ) -> Int[Tensor, "batch pos"]:
-        """[batch, length (+1 with bos)] valid sequences, a pure function of the generator."""
-        v.positive_int("batch", batch)
-        g = make_generator(generator)
-        dev = g.device
+    def sample(self, batch_size: int | None = None, *args: torch.Generator | int,
+               generator: torch.Generator | int | None = None,
+               device: torch.device | str | None = None,
+               batch: int | None = None) -> Int[Tensor, "batch pos"]:
+        """[batch_size, length (+1 with bos)] valid sequences, a pure function of the generator
+        (a `torch.Generator`, an int seed, or None for torch's global generator; where they are
+        drawn and returned as in `repeated_tokens`). Deprecated: `batch=` (now `batch_size=`)
+        and the generator as the second positional argument (now `generator=`)."""
+        batch_size = deprecation.renamed_argument(
+            "Dyck.sample", "batch", "batch_size",
+            batch if batch is not None else deprecation.UNSET, batch_size)
+        generator = deprecation.positional_option("Dyck.sample", "generator", args, generator)
+        if batch_size is None:
+            raise TypeError("Dyck.sample() missing required argument 'batch_size'")
+        v.positive_int("batch_size", batch_size)
+        batch = batch_size
+        g, dev, out_on = _stream(generator, device)
         k, depth_cap = self.n_types, self.max_depth
         stack = torch.zeros(batch, depth_cap, dtype=torch.long, device=dev)
         depth = torch.zeros(batch, dtype=torch.long, device=dev)
@@ -149,7 +194,7 @@ class Dyck:
             depth = depth + torch.where(opens, 1, -1)
         if self.bos:
             out = torch.cat([torch.full((batch, 1), 2 * k, device=dev), out], dim=1)
-        return out
+        return out.to(out_on)
 
     def _scan(self, tokens: Int[Tensor, "batch pos"]) -> tuple[
             Bool[Tensor, " batch"], Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:

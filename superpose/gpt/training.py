@@ -263,7 +263,7 @@ class _Batches:
     def next(self) -> tuple[Tensor, Tensor]:
         step = self.served
         if self.dataset is not None:
-            x, y = self.dataset.sample(self.cfg.batch_size, self.gen)
+            x, y = self.dataset.sample(self.cfg.batch_size, generator=self.gen)
         else:
             try:
                 pair = next(self.it)

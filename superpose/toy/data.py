@@ -15,18 +15,37 @@ from superpose import _validate as v
 from superpose.toy.config import ToyConfig
 
 
-def make_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu"
-                   ) -> torch.Generator:
-    """A `torch.Generator` on `device` seeded with `seed` (a generator passes through)."""
+def make_generator(seed: int | torch.Generator | None,
+                   device: torch.device | str | None = None) -> torch.Generator:
+    """A `torch.Generator` seeded with `seed` on `device` (None: CUDA when available, else
+    CPU); `seed=None` seeds it from the OS. A generator passes through unchanged; one that
+    lives on another device than an explicit `device` is an error, not a silent move (a
+    generator draws on its own device only)."""
     if isinstance(seed, torch.Generator):
+        if device is not None and not same_device(seed.device, v.resolve_device(device)):
+            raise ValueError(
+                f"generator lives on {seed.device} but device={str(device)!r} was asked for; "
+                f"pass a generator made on that device (torch.Generator(device=...)), an int "
+                f"seed, or device={str(seed.device)!r}")
         return seed
-    g = torch.Generator(device=device)
+    g = torch.Generator(device=v.resolve_device(device))
     if seed is None:
         g.seed()
     else:
         v.non_negative_int("seed", seed)
         g.manual_seed(seed)
     return g
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """`cuda` and `cuda:0` name the same device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    here = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else here) == (b.index if b.index is not None
+                                                           else here)
 
 
 def sparse_uniform(probability: Float[Tensor, "inst n_features"], batch_size: int, *,
@@ -77,13 +96,20 @@ def generate_batch(cfg: ToyConfig, batch_size: int, *,
                    device: torch.device | str | None = None,
                    probability: Tensor | None = None,
                    ) -> Float[Tensor, "batch inst n_features"]:
-    """A batch of feature vectors drawn from the distribution `cfg` describes.
+    """A batch of feature vectors drawn from the distribution `cfg` describes, on `device`
+    (None: the generator's device when a generator is given, else CUDA when available, else
+    CPU). An int `generator` seeds a generator on that device.
 
     `probability` (an [n_instances, n_features] tensor already on the device) skips rebuilding
     it from the config, which the training loop uses to stay fast.
     """
     v.positive_int("batch_size", batch_size)
-    dev = v.resolve_device(device) if probability is None else probability.device
+    if probability is not None:
+        dev = probability.device
+    elif device is None and isinstance(generator, torch.Generator):
+        dev = generator.device                       # the caller's stream says where
+    else:
+        dev = v.resolve_device(device)
     gen = make_generator(generator, dev)
     p = cfg.probability_tensor().to(dev) if probability is None else probability
     if cfg.correlation == "correlated":
