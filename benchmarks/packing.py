@@ -87,7 +87,7 @@ def gold_yardstick(ms: list[int], steps: int | None, device: str) -> None:
     print(f"{'m':>2} {'n':>6} {'d':>4} {'bound':>18} {'Gold':>7} {'ratio':>6} {'pack':>7} "
           f"{'ratio':>6} {'steps':>5} {'pack wall':>9}")
     for m in ms:
-        G = packing.gold_lines(m).to(device)
+        G = packing.gold_lines(m, device=device)
         n, d = G.shape
         b = packing.bounds(n, d)
         mu = float(geometry.coherence(G))

@@ -172,7 +172,7 @@ def _structured_yardstick(cfg: dict[str, Any], seed: int, device: torch.device, 
     """The Gold code (an algebraic packing of 4^m lines in R^(2^m − 1)) against `pack` at the
     same size: how close a known construction comes to the bound, and pack() does not."""
     m = cfg["gold_m"]
-    G = packing.gold_lines(m).to(device)
+    G = packing.gold_lines(m, device=device)
     n, d = G.shape
     b = packing.bounds(n, d)
     mu = float(geometry.coherence(G))

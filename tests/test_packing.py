@@ -164,7 +164,7 @@ def test_in_place_adam_matches_torch_adam(dtype):
 
 def test_pack_descends_from_its_start_and_times_itself():
     r = packing.pack(400, 16, steps=120, log_every=20, progress=False)     # float64
-    start = geometry.coherence(packing.initial_vectors(400, 16, "random")).item()
+    start = geometry.coherence(packing.initial_vectors(400, 16, init="random")).item()
     assert r.history[0] == pytest.approx(start, rel=1e-12)                 # the random start
     assert r.coherence < 0.55 * start and r.coherence == min(r.history)
     assert r.history_steps == [0, 20, 40, 60, 80, 100, 120]
@@ -207,12 +207,42 @@ def test_gold_lines_m7_is_within_7_percent_of_levenshtein():
 def test_initialisations():
     r = packing.pack(4, 6, steps=100, progress=False)          # n <= d: orthonormal, exact 0
     assert r.coherence == pytest.approx(0.0, abs=1e-12) and r.max_deviation_deg < 1e-6
-    V = packing.initial_vectors(8, 4, "orthoplex")             # basis + Hadamard basis / 2
+    V = packing.initial_vectors(8, 4, init="orthoplex")             # basis + Hadamard basis / 2
     assert geometry.coherence(V).item() == pytest.approx(0.5)
     assert packing.pack(8, 4, init="orthoplex", steps=0, progress=False).coherence == \
         pytest.approx(0.5)
-    V = packing.initial_vectors(10, 3, "random", seed=3)
+    V = packing.initial_vectors(10, 3, init="random", seed=3)
     torch.testing.assert_close(V.norm(dim=-1), torch.ones(10, dtype=torch.float64))
+
+
+def test_old_positional_options_warn_and_device_places_the_same_numbers():
+    want = packing.initial_vectors(10, 3, init="random", seed=3, device="cpu")
+    assert want.device.type == "cpu" and want.dtype == torch.float64
+    with pytest.warns(DeprecationWarning, match=r"initial_vectors\(n, d, init=\.\.\., "
+                                                r"seed=\.\.\.\)"):
+        old = packing.initial_vectors(10, 3, "random", 3)
+    torch.testing.assert_close(old.cpu(), want)
+    with pytest.raises(TypeError, match="both positionally and by keyword"):
+        packing.initial_vectors(10, 3, "random", init="orthoplex")
+    with pytest.warns(DeprecationWarning, match="pass dtype=... by keyword"):
+        G = packing.gold_lines(3, torch.float64)
+    torch.testing.assert_close(G.cpu(), packing.gold_lines(3, dtype=torch.float64,
+                                                           device="cpu"))
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    assert packing.gold_lines(3).device.type == default
+    assert packing.initial_vectors(4, 3).device.type == default
+    if torch.cuda.is_available():
+        torch.testing.assert_close(
+            packing.initial_vectors(10, 3, init="random", seed=3, device="cuda").cpu(), want)
+        torch.testing.assert_close(packing.gold_lines(5, device="cuda").cpu(),
+                                   packing.gold_lines(5, device="cpu"))
+
+
+def test_pack_block_budget_is_geometrys_split_over_its_two_buffers():
+    from superpose.packing import optimizer
+    assert optimizer._BLOCK_ELEMENTS == 2**21 == geometry._CHUNK_ELEMENTS // 2
+    assert optimizer._rows(1000, None) == 1000 and optimizer._rows(10**5, None) == 128
+    assert optimizer._rows(10**4, None) == 2**21 // 10**4 and optimizer._rows(10**4, 7) == 7
 
 
 def test_capacity_refutes_millions_at_one_degree_in_1000d():

@@ -12,6 +12,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
+from superpose import _validate as v
+
 
 @dataclass(frozen=True)
 class KnownPacking:
@@ -53,7 +56,8 @@ def _m_sequence(m: int) -> Tensor:
     return torch.tensor(s, dtype=torch.uint8)
 
 
-def gold_lines(m: int, dtype: torch.dtype = torch.float32) -> Float[Tensor, "n d"]:
+def gold_lines(m: int, *args: torch.dtype, dtype: torch.dtype = torch.float32,
+               device: str | torch.device | None = None) -> Float[Tensor, "n d"]:
     """4^m unit vectors in R^(2^m − 1) with coherence exactly (1 + 2^((m+1)/2)) / (2^m − 1).
 
     The ±1 codewords of the Gold code (the dual of the double-error-correcting binary BCH code,
@@ -67,19 +71,25 @@ def gold_lines(m: int, dtype: torch.dtype = torch.float32) -> Float[Tensor, "n d
     selecting rows or coordinates).
 
     m: odd, 3 ≤ m ≤ 9 (64 × 7 … 262,144 × 511; m = 9 is 536 MB in float32).
+    dtype: float32 or float64. device: where the lines are built and returned (None: CUDA when
+    available, else CPU); the construction is exact, so every device gives the same lines.
+    Deprecated: `dtype` as the second positional argument (now `dtype=`).
     """
+    dtype = deprecation.positional_option("gold_lines", "dtype", args, dtype,
+                                          default=torch.float32)
     if isinstance(m, bool) or not isinstance(m, int) or m not in _GOLD_TAPS:
         raise ValueError(f"m must be an odd integer in {sorted(_GOLD_TAPS)} (Gold codes need m "
                          f"odd; 2^m − 1 is the dimension), got {m!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    dev = v.resolve_device(device)
     N = 2**m - 1
     s = _m_sequence(m)
     t = s[(3 * torch.arange(N)) % N]
     idx = (torch.arange(N)[:, None] + torch.arange(N)[None, :]) % N   # row j: shift by j
     zero = torch.zeros(1, N, dtype=torch.uint8)
-    S = torch.cat([zero, s[idx]])                                     # [N + 1, N]
-    T = torch.cat([zero, t[idx]])
+    S = torch.cat([zero, s[idx]]).to(dev)                             # [N + 1, N]
+    T = torch.cat([zero, t[idx]]).to(dev)
     bits = (S[:, None, :] ^ T[None, :, :]).reshape(-1, N)             # [4^m, N]
     return (1.0 - 2.0 * bits.to(dtype)) / math.sqrt(N)
 

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
 from superpose import _progress, geometry
 from superpose import _validate as v
 from superpose.packing.adam import InPlaceAdam
@@ -61,8 +62,10 @@ def _random_orthogonal(d: int, g: torch.Generator) -> Tensor:
     return Q * torch.sign(torch.diagonal(R))
 
 
-def initial_vectors(n: int, d: int, init: str = "auto", seed: int = 0) -> Float[Tensor, "n d"]:
-    """Starting points for `pack` (float64, CPU).
+def initial_vectors(n: int, d: int, *args: str | int, init: Init = "auto", seed: int = 0,
+                    device: str | torch.device | None = None) -> Float[Tensor, "n d"]:
+    """Starting points for `pack`, float64 on `device` (None: CUDA when available, else CPU).
+    They are drawn on the CPU from `seed`, so one seed gives the same start on every device.
 
     random:      Gaussian rows, normalised (uniform on the sphere).
     orthonormal: n ≤ d rows of a random rotation: coherence 0, already optimal.
@@ -72,8 +75,31 @@ def initial_vectors(n: int, d: int, init: str = "auto", seed: int = 0) -> Float[
                  pair has |cos| = 1.
     auto:        orthonormal when n ≤ d, else random (the optimizer beats the orthoplex start
                  for d < n ≤ 2d, whose 1/sqrt(d) is well above Welch there).
+
+    Deprecated: `init` and `seed` as the third and fourth positional arguments (now
+    keyword-only: `initial_vectors(n, d, init=..., seed=...)`).
     """
+    if len(args) > 2:
+        raise TypeError(f"initial_vectors() takes n, d and then keywords, got {len(args)} more "
+                        "positional arguments; call initial_vectors(n, d, init=..., seed=...)")
+    if args:
+        if (init != "auto") or (len(args) > 1 and seed != 0):
+            raise TypeError("initial_vectors() got init/seed both positionally and by keyword; "
+                            "pass them only as init=..., seed=...")
+        deprecation.warn("passing init and seed positionally to initial_vectors() is "
+                         "deprecated; call initial_vectors(n, d, init=..., seed=...)")
+        init = args[0]
+        if len(args) > 1:
+            seed = args[1]
+    v.positive_int("n", n)
+    v.positive_int("d", d)
     v.choice("init", init, INITS)
+    v.non_negative_int("seed", seed)
+    dev = v.resolve_device(device)
+    return _initial_vectors(n, d, init, seed).to(dev)
+
+
+def _initial_vectors(n: int, d: int, init: str, seed: int) -> Float[Tensor, "n d"]:
     g = torch.Generator().manual_seed(seed)
     if init == "auto":
         init = "orthonormal" if n <= d else "random"
@@ -98,7 +124,10 @@ def initial_vectors(n: int, d: int, init: str = "auto", seed: int = 0) -> Float[
 # the block's own rows and Wᵀ @ U[s:e] for the later rows (≈ n²d). Everything elementwise runs
 # in place on one reused block buffer: no n×n matrix, no float64 copy, no per-step allocation.
 
-_BLOCK_ELEMENTS = 2**21          # cosines per row block (8 MB in float32): fits the cache
+# One block holds two [rows, n] buffers (cosines and pair weights), so half of geometry's
+# element budget per buffer keeps a block's memory at geometry's: 2**21 cosines each, 8 MB in
+# float32, which fits the cache.
+_BLOCK_ELEMENTS = geometry._CHUNK_ELEMENTS // 2
 
 
 def _exp_range(dtype: torch.dtype) -> tuple[float, float]:
@@ -108,8 +137,9 @@ def _exp_range(dtype: torch.dtype) -> tuple[float, float]:
 
 
 def _rows(n: int, chunk: int | None) -> int:
-    """Rows per block: ~2M cosines, but at least 128 rows (a GEMM with fewer rows runs well
-    below the CPU's matmul throughput)."""
+    """Rows per block (`chunk` when given): ~2M cosines per buffer, but at least 128 rows (a
+    GEMM with fewer rows runs well below the CPU's matmul throughput), so for n > 16384 a
+    block holds 128·n cosines per buffer, more than the budget."""
     return chunk or min(n, max(_BLOCK_ELEMENTS // n, 128))
 
 
@@ -217,7 +247,7 @@ def pack(n: int, d: int, *, steps: int = 2000, lr: float | int | None = None,
         U = geometry.unit_rows(init.detach(), "init").to(dev, dtype)
     else:
         v.choice("init", init, INITS)
-        U = initial_vectors(n, d, init, seed).to(dev, dtype)
+        U = initial_vectors(n, d, init=init, seed=seed, device=dev).to(dtype=dtype)
     lr0 = lr if lr is not None else 0.3 / d
     rows = _rows(n, chunk)
 
