@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
+
 EPS = 1e-12
 
 
@@ -42,8 +44,11 @@ def norms(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n"]:
     return V.norm(dim=-1)
 
 
-def normalize(V: Float[Tensor, "*batch n d"], eps: float = EPS) -> Float[Tensor, "*batch n d"]:
-    """Unit vectors (a zero vector stays zero rather than becoming NaN)."""
+def normalize(V: Float[Tensor, "*batch n d"], *args: float, eps: float = EPS
+              ) -> Float[Tensor, "*batch n d"]:
+    """Unit vectors (a zero vector stays zero rather than becoming NaN). `eps` positionally is
+    deprecated (pass eps=...)."""
+    eps = deprecation.positional_option("normalize", "eps", args, eps, default=EPS)
     _check_vectors(V)
     return V / V.norm(dim=-1, keepdim=True).clamp_min(eps)
 
@@ -73,10 +78,13 @@ def superposition(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n"]:
     return proj.square().sum(-1)
 
 
-def feature_dimensionality(V: Float[Tensor, "*batch n d"], eps: float = 1e-10
+def feature_dimensionality(V: Float[Tensor, "*batch n d"], *args: float, eps: float = 1e-10
                            ) -> Float[Tensor, "*batch n"]:
     """D_i = ||W_i||² / Σ_j (Ŵ_i · W_j)²: 1 for a dedicated dimension, 1/2 for an antipodal
-    pair, 2/5 for a pentagon, 0 for a feature that is not represented."""
+    pair, 2/5 for a pentagon, 0 for a feature that is not represented. `eps` positionally is
+    deprecated (pass eps=...)."""
+    eps = deprecation.positional_option("feature_dimensionality", "eps", args, eps,
+                                        default=1e-10)
     proj = normalize(V) @ V.transpose(-1, -2)
     denom = proj.square().sum(-1)
     n2 = V.square().sum(-1)
@@ -89,8 +97,12 @@ def dimensions_per_feature(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*ba
     return V.shape[-1] / V.square().sum(dim=(-1, -2)).clamp_min(EPS)
 
 
-def n_represented(V: Float[Tensor, "*batch n d"], threshold: float = 0.5) -> Tensor:
-    """How many vectors have norm above `threshold` (the paper's 'represented' features)."""
+def n_represented(V: Float[Tensor, "*batch n d"], *args: float, threshold: float = 0.5
+                  ) -> Tensor:
+    """How many vectors have norm above `threshold` (the paper's 'represented' features).
+    `threshold` positionally is deprecated (pass threshold=...)."""
+    threshold = deprecation.positional_option("n_represented", "threshold", args, threshold,
+                                              default=0.5)
     return (norms(V) > threshold).sum(-1)
 
 
@@ -99,18 +111,26 @@ def angles_deg(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n n"]:
     return torch.rad2deg(torch.arccos(cosine_matrix(V).clamp(-1, 1)))
 
 
-def coherence(V: Float[Tensor, "*batch n d"], chunk: int = 4096) -> Float[Tensor, "*batch"]:
-    """max_{i≠j} |cos(v_i, v_j)|, computed in row chunks so n×n is never built at once."""
+def coherence(V: Float[Tensor, "*batch n d"], *args: int, chunk: int | None = None
+              ) -> Float[Tensor, "*batch"]:
+    """max_{i≠j} |cos(v_i, v_j)|, computed `chunk` rows at a time so n×n is never built at
+    once. `chunk=None` picks the rows from the same element budget as the other pairwise
+    functions here (about 2²² cosines per block, counting batch dimensions); the result does
+    not depend on `chunk` beyond float rounding. `chunk` positionally is deprecated."""
+    chunk = deprecation.positional_option("coherence", "chunk", args, chunk)
     _check_vectors(V)
     n = V.shape[-2]
     if n < 2:
         raise ValueError(f"coherence needs at least 2 vectors, got n={n}")
+    batch = math.prod(V.shape[:-2])
+    rows = (_chunk_rows(n, chunk) if chunk is not None
+            else max(1, min(n, _CHUNK_ELEMENTS // max(n * batch, 1))))
     U = normalize(V)
     best = torch.full(V.shape[:-2], -math.inf, dtype=V.dtype, device=V.device)
-    for s in range(0, n, chunk):
-        c = (U[..., s:s + chunk, :] @ U.transpose(-1, -2)).abs()        # [.., chunk, n]
-        rows = torch.arange(s, min(s + chunk, n), device=V.device)
-        c[..., rows - s, rows] = -math.inf                               # skip i == j
+    for s in range(0, n, rows):
+        c = (U[..., s:s + rows, :] @ U.transpose(-1, -2)).abs()         # [.., rows, n]
+        r = torch.arange(s, min(s + rows, n), device=V.device)
+        c[..., r - s, r] = -math.inf                                     # skip i == j
         best = torch.maximum(best, c.amax(dim=(-1, -2)))
     return best
 
@@ -171,16 +191,29 @@ def _pair_cosines(U: Tensor, chunk: int | None):
         yield block[keep]
 
 
-def angle_histogram(V: Float[Tensor, "n d"], bins: int = 180,
-                    range_deg: tuple[float | int, float | int] | None = None, *,
+def angle_histogram(V: Float[Tensor, "n d"], *args: int | tuple[float | int, float | int],
+                    bins: int = 180, range_deg: tuple[float | int, float | int] | None = None,
                     lines: bool = False, chunk: int | None = None) -> tuple[Tensor, Tensor]:
     """Counts of the pairwise angles (pairs i < j, in degrees) in `bins` equal bins.
 
     lines=False: angles between vectors, in [0°, 180°]; lines=True: angles between the lines
     they span (from |cos|), in [0°, 90°]. Angles outside `range_deg` are not counted; an angle
     on an inner edge goes to the bin on its right, the last edge is inclusive.
-    Returns (counts [bins] int64, edges [bins + 1] float64).
+    Returns (counts [bins] int64, edges [bins + 1] float64). `bins` and `range_deg`
+    positionally are deprecated (pass bins=..., range_deg=...).
     """
+    if len(args) > 2:
+        raise TypeError(f"angle_histogram() takes V and then keywords, got {len(args)} more "
+                        "positional arguments; pass bins=..., range_deg=...")
+    if args:
+        if bins != 180 or (len(args) > 1 and range_deg is not None):
+            raise TypeError("angle_histogram() got bins/range_deg both positionally and by "
+                            "keyword; pass them only as bins=..., range_deg=...")
+        deprecation.warn("passing bins and range_deg positionally to angle_histogram() is "
+                         "deprecated; pass bins=..., range_deg=...")
+        bins = args[0]
+        if len(args) > 1:
+            range_deg = args[1]
     U = unit_rows(V)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")

@@ -75,6 +75,50 @@ def test_coherence_chunked_equals_dense():
     assert geometry.angles_deg(polygon(4))[0, 1].item() == pytest.approx(90)
 
 
+def test_coherence_default_chunk_uses_the_shared_budget(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    V = torch.randn(2, 300, 5, generator=g, dtype=torch.float64)
+    want = geometry.coherence(V, chunk=300)                 # one block
+    blocks = []
+    real = torch.Tensor.__matmul__
+
+    def spy(a, b):
+        blocks.append(a.shape[-2])
+        return real(a, b)
+
+    # A budget of 2 * 300 * 50 cosines: 50 rows per block for 2 instances of 300 vectors.
+    monkeypatch.setattr(geometry, "_CHUNK_ELEMENTS", 2 * 300 * 50)
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    got = geometry.coherence(V)
+    monkeypatch.undo()
+    assert blocks == [50] * 6
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk must be a positive integer .* got 0"):
+        geometry.coherence(V, chunk=0)
+
+
+def test_options_are_keyword_only_and_old_positional_calls_warn():
+    V = torch.stack([polygon(5), torch.cat([polygon(2), torch.zeros(3, 2)])]).float()
+    with pytest.warns(DeprecationWarning, match=r"threshold positionally to n_represented"):
+        assert geometry.n_represented(V, 0.9).tolist() == \
+            geometry.n_represented(V, threshold=0.9).tolist()
+    with pytest.warns(DeprecationWarning, match=r"eps positionally to normalize"):
+        torch.testing.assert_close(geometry.normalize(V, 1e-6), geometry.normalize(V, eps=1e-6))
+    with pytest.warns(DeprecationWarning, match=r"eps positionally to feature_dimensionality"):
+        geometry.feature_dimensionality(V, 1e-8)
+    with pytest.warns(DeprecationWarning, match=r"chunk positionally to coherence"):
+        torch.testing.assert_close(geometry.coherence(V, 2), geometry.coherence(V, chunk=2))
+    U = polygon(6).double()
+    with pytest.warns(DeprecationWarning, match=r"pass bins=\.\.\., range_deg=\.\.\."):
+        old = geometry.angle_histogram(U, 10, (0, 90))
+    new = geometry.angle_histogram(U, bins=10, range_deg=(0, 90))
+    assert torch.equal(old[0], new[0]) and torch.equal(old[1], new[1])
+    with pytest.raises(TypeError, match="both positionally and by keyword"):
+        geometry.angle_histogram(U, 10, bins=20)
+    with pytest.raises(TypeError, match="got eps both positionally and as eps="):
+        geometry.normalize(V, 1e-6, eps=1e-3)
+
+
 def test_bad_vector_sets(user_errors):
     with pytest.raises(ValueError, match=r"shape \[..., n, d\].*got shape \[5\]"):
         geometry.norms(torch.ones(5))
