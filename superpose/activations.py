@@ -46,6 +46,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from superpose import _deprecation as deprecation
 from superpose import _validate as v
 from superpose import hooks, runs
 
@@ -257,11 +258,28 @@ class ActivationStore:
         return cls(None, None, acts, **kwargs)
 
     @classmethod
-    def from_cache(cls, path: str | Path, batch_size: int = 4096, seed: int = 0,
+    def from_cache(cls, path: str | Path, *args: int, batch_size: int = 4096, seed: int = 0,
                    **kwargs: Any) -> ActivationStore:
         """Read a cache written with `cache_dir=`: shards in a seeded order, each permuted,
         through the shuffling buffer. The manifest's scaling factor is applied (the batches
-        match what the writing store yielded) unless `normalize=` says otherwise."""
+        match what the writing store yielded) unless `normalize=` says otherwise. Every option
+        is keyword-only (the constructor's, such as `device=`, pass through); `batch_size` and
+        `seed` positionally are deprecated."""
+        if len(args) > 2:
+            raise TypeError(f"ActivationStore.from_cache() takes path and then keywords, got "
+                            f"{len(args)} more positional arguments; pass batch_size=..., "
+                            "seed=...")
+        if args:
+            if batch_size != 4096 or (len(args) > 1 and seed != 0):
+                raise TypeError("ActivationStore.from_cache() got batch_size/seed both "
+                                "positionally and by keyword; pass them only as "
+                                "batch_size=..., seed=...")
+            deprecation.warn("passing batch_size and seed positionally to "
+                             "ActivationStore.from_cache() is deprecated; pass "
+                             "batch_size=..., seed=...")
+            batch_size = args[0]
+            if len(args) > 1:
+                seed = args[1]
         return cls(None, None, Path(path), batch_size=batch_size, seed=seed, **kwargs)
 
     def _epoch_range(self) -> Iterator[int]:

@@ -181,6 +181,11 @@ def test_disk_cache_round_trip(gpt, tokens, tmp_path):
     c = drain(ActivationStore.from_cache(cache, batch_size=16, seed=6, buffer_size=64,
                                          device="cpu"))
     assert torch.equal(got_a, b) and not torch.equal(got_a, c)
+    with pytest.warns(DeprecationWarning, match=r"pass batch_size=\.\.\., seed=\.\.\."):
+        old = ActivationStore.from_cache(cache, 16, 5, buffer_size=64, device="cpu")
+    assert old.batch_size == 16 and torch.equal(drain(old), got_a)
+    with pytest.raises(TypeError, match="both positionally and by keyword"):
+        ActivationStore.from_cache(cache, 16, batch_size=8)
     with pytest.raises(FileExistsError, match="already holds an activation cache"):
         ActivationStore(gpt, HOOK, tokens, cache_dir=cache)
 
