@@ -64,7 +64,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     eps_values = tuple(cfg["eps"])
     n, d = X.shape
     t0 = time.perf_counter()
-    ks = jl.default_ks(n, d, eps=min(eps_values), n=cfg["grid_points"])
+    ks = jl.default_ks(n, d, eps=min(eps_values), count=cfg["grid_points"])
     sweeps = {}
     kinds = list(jl.KINDS)
     for kind in _progress.bar(kinds, progress=progress, desc="jl sweep"):
@@ -80,7 +80,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
 
     table: dict[str, Any] = {}
     for eps in eps_values:
-        bound = int(jl.min_dim(n, eps))
+        bound = int(jl.min_dim(n, eps=eps))
         row: dict[str, Any] = {"bound": bound}
         for kind in kinds:
             for target in TARGETS:

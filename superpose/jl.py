@@ -31,34 +31,64 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
+from superpose import geometry
+
 Kind = Literal["gaussian", "sparse", "very_sparse"]
 KINDS: tuple[str, ...] = ("gaussian", "sparse", "very_sparse")
 Points = Union[Float[Tensor, "n d"], Float[np.ndarray, "n d"]]
 Projected = Union[Float[Tensor, "n k"], Float[np.ndarray, "n k"]]
 Numbers = Union[int, float, np.integer, np.floating, Sequence[Union[int, float]], np.ndarray]
-DEFAULT_CHUNK = 1024            # rows per block: a block costs chunk × n float64 entries
+
+# `chunk` is rows per block, as everywhere in superpose: None picks them from geometry's element
+# budget (about 2²² pair entries per block, float64 here). The sampled-pairs path has its own
+# budget, in pairs per step. Neither changes a result beyond float rounding.
+_SAMPLED_PAIRS_PER_STEP = 65_536
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_CHUNK":
+        deprecation.warn("jl.DEFAULT_CHUNK is deprecated: chunk=None (the default) picks the "
+                         "rows per block from geometry's element budget", stacklevel=3)
+        return 1024
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _rows(n: int, chunk: int | None) -> int:
+    """Rows per block: `chunk`, or geometry's element budget over n columns."""
+    if chunk is None:
+        return max(1, min(n, geometry._CHUNK_ELEMENTS // max(n, 1)))
+    return _check_int("chunk", chunk)
 
 
 # ----------------------------------------------------------------------------- the bound
 
-def min_dim(n_samples: Numbers, eps: Numbers = 0.1) -> Any:
-    """The JL dimension 4 ln(n) / (eps²/2 - eps³/3), truncated to an integer.
+def min_dim(n: Numbers | None = None, *args: Numbers, eps: Numbers = 0.1,
+            n_samples: Numbers | None = None) -> Any:
+    """The JL dimension 4 ln(n) / (eps²/2 - eps³/3) for n points, truncated to an integer.
 
-    Equal to scikit-learn's `johnson_lindenstrauss_min_dim` for scalars and arrays (broadcast
-    against each other); returns a numpy integer or an integer array.
+    Equal to scikit-learn's `johnson_lindenstrauss_min_dim(n_samples, eps=eps)` for scalars and
+    arrays (broadcast against each other); returns a numpy integer or an integer array.
+    Deprecated: `n_samples=` (now `n`, the number of points, as in `default_ks(n, d)`) and
+    `eps` positionally (now `eps=`, keyword-only as in scikit-learn).
 
     >>> int(min_dim(1e6, eps=0.5))
     663
     """
+    eps = deprecation.positional_option("min_dim", "eps", args, eps, default=0.1)
+    if n_samples is not None:
+        n = deprecation.renamed_argument("min_dim", "n_samples", "n", n_samples, n)
+    if n is None:
+        raise TypeError("min_dim() missing required argument 'n' (the number of points)")
     e = np.asarray(eps, dtype=np.float64)
-    n = np.asarray(n_samples, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
     if not np.all((e > 0) & (e < 1)):             # also catches NaN
         bad = e[~((e > 0) & (e < 1))].ravel()[0] if e.ndim else e
         raise ValueError(f"eps must be in (0, 1) (the allowed relative distortion), "
                          f"got {float(bad)!r}")
     if not np.all(n >= 1):
         bad = n[~(n >= 1)].ravel()[0] if n.ndim else n
-        raise ValueError(f"n_samples must be >= 1, got {float(bad):g}")
+        raise ValueError(f"n (the number of points) must be >= 1, got {float(bad):g}")
     return (4 * np.log(n) / (e ** 2 / 2 - e ** 3 / 3)).astype(np.int64)
 
 
@@ -178,12 +208,13 @@ def _sq_norms(T: Tensor) -> Tensor:
     return T.square().sum(1)
 
 
-def _ratios_all_pairs(X: Tensor, Y: Tensor, chunk: int) -> Tensor:
+def _ratios_all_pairs(X: Tensor, Y: Tensor, chunk: int | None) -> Tensor:
     """||y_i - y_j||² / ||x_i - x_j||² for i < j, row blocks of `chunk`, identical x skipped.
 
     Y only needs the Gram matrix of the projection (Y Yᵀ = X_proj X_projᵀ), which is how
     `sweep` measures a k > d projection at the cost of a d-dimensional one."""
     n = X.shape[0]
+    chunk = _rows(n, chunk)
     nx, ny = _sq_norms(X), _sq_norms(Y)
     out = []
     for s in range(0, n - 1, chunk):
@@ -209,9 +240,9 @@ def _pair_sample(n: int, max_pairs: int, seed: int) -> tuple[Tensor, Tensor]:
     return torch.minimum(i, j), torch.maximum(i, j)
 
 
-def _ratios_sampled(X: Tensor, Y: Tensor, i: Tensor, j: Tensor, chunk: int) -> Tensor:
+def _ratios_sampled(X: Tensor, Y: Tensor, i: Tensor, j: Tensor) -> Tensor:
     out = []
-    step = max(chunk * 64, 1)
+    step = _SAMPLED_PAIRS_PER_STEP
     for s in range(0, len(i), step):
         a, b = i[s:s + step], j[s:s + step]
         dx = (X[a] - X[b]).square().sum(1)
@@ -221,22 +252,25 @@ def _ratios_sampled(X: Tensor, Y: Tensor, i: Tensor, j: Tensor, chunk: int) -> T
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def _ratios(X: Tensor, Y: Tensor, chunk: int, max_pairs: int | None, seed: int) -> Tensor:
+def _ratios(X: Tensor, Y: Tensor, chunk: int | None, max_pairs: int | None, seed: int
+            ) -> Tensor:
     n = X.shape[0]
     if max_pairs is not None and max_pairs < n * (n - 1) // 2:
         i, j = _pair_sample(n, max_pairs, seed)
-        return _ratios_sampled(X, Y, i, j, chunk)
+        return _ratios_sampled(X, Y, i, j)
     return _ratios_all_pairs(X, Y, chunk)
 
 
-def pairwise_distortion(X: Points, X_proj: Projected, *, chunk: int = DEFAULT_CHUNK,
+def pairwise_distortion(X: Points, X_proj: Projected, *, chunk: int | None = None,
                         max_pairs: int | None = None, seed: int = 0
                         ) -> Float[Tensor, " pairs"]:
     """The distortion ratios ||f(x_i) - f(x_j)||² / ||x_i - x_j||² (float64, CPU).
 
-    All pairs i < j in row-major order, computed `chunk` rows at a time (memory ~ chunk × n),
-    or, with `max_pairs` smaller than n(n-1)/2, a seeded uniform sample of that many pairs
-    (with replacement). Pairs of identical points (ratio 0/0) are skipped. A ratio of 1 is a
+    All pairs i < j in row-major order, computed `chunk` rows at a time (memory ~ chunk × n;
+    None: geometry's element budget, about 2²² entries per block), or, with `max_pairs`
+    smaller than n(n-1)/2, a seeded uniform sample of that many pairs (with replacement; then
+    `chunk` does not apply). The ratios do not depend on `chunk` beyond float rounding.
+    Pairs of identical points (ratio 0/0) are skipped. A ratio of 1 is a
     perfectly preserved distance; JL with eps asks for every ratio inside (1 - eps, 1 + eps).
     """
     Xt = _as_float64("X", X)
@@ -244,7 +278,8 @@ def pairwise_distortion(X: Points, X_proj: Projected, *, chunk: int = DEFAULT_CH
     if Yt.shape[0] != Xt.shape[0]:
         raise ValueError(f"X_proj must have one row per row of X ({Xt.shape[0]}), "
                          f"got {Yt.shape[0]} rows")
-    chunk = _check_int("chunk", chunk)
+    if chunk is not None:
+        chunk = _check_int("chunk", chunk)
     if max_pairs is not None:
         max_pairs = _check_int("max_pairs", max_pairs)
     return _ratios(Xt, Yt, chunk, max_pairs, seed)
@@ -286,7 +321,7 @@ def summarize(ratios: Float[Tensor, " pairs"] | Float[np.ndarray, " pairs"], *,
 
 
 def distortion(X: Points, k: int, *, kind: Kind = "gaussian", seed: int = 0,
-               eps: float | None = None, chunk: int = DEFAULT_CHUNK,
+               eps: float | None = None, chunk: int | None = None,
                max_pairs: int | None = None) -> DistortionSummary:
     """Project X to k dimensions and summarise how every pair's squared distance moved: the
     one-call form of `project` + `pairwise_distortion` + `summarize`.
@@ -314,10 +349,41 @@ def _equivalent_points(X: Tensor, R: np.ndarray) -> Tensor:
     return X @ (evecs * evals.clamp_min(0).sqrt())
 
 
-def default_ks(n_samples: int, n_features: int, eps: float = 0.1, n: int = 24) -> list[int]:
-    """A geometric grid of k from 1 to twice the JL bound (at least up to d)."""
-    top = max(2 * int(min_dim(max(n_samples, 2), eps)), n_features, 2)
-    return sorted({int(round(x)) for x in np.geomspace(1, top, n)})
+def default_ks(n: int | None = None, d: int | None = None, *args: float | int,
+               eps: float = 0.1, count: int = 24, n_samples: int | None = None,
+               n_features: int | None = None) -> list[int]:
+    """A geometric grid of `count` values of k (fewer after rounding merges some) from 1 to
+    twice the JL bound for n points, and at least up to the dimension d.
+
+    Deprecated (scikit-learn's names, where `n_features` is the dimension, unlike everywhere
+    else in superpose): `n_samples=` (now `n`), `n_features=` (now `d`), and `eps` and the
+    grid size positionally (now `eps=`, `count=`). The old keyword `n=` for the grid size is
+    now `count=`: `n` is the number of points.
+    """
+    if n_samples is not None:
+        n = deprecation.renamed_argument("default_ks", "n_samples", "n", n_samples, n)
+    if n_features is not None:
+        d = deprecation.renamed_argument("default_ks", "n_features", "d", n_features, d)
+    if len(args) > 2:
+        raise TypeError(f"default_ks() takes n, d and then keywords, got {len(args)} more "
+                        "positional arguments; pass eps=..., count=...")
+    if args:
+        if eps != 0.1 or (len(args) > 1 and count != 24):
+            raise TypeError("default_ks() got eps/count both positionally and by keyword; "
+                            "pass them only as eps=..., count=...")
+        deprecation.warn("passing eps and the grid size positionally to default_ks() is "
+                         "deprecated; pass eps=..., count=...")
+        eps = args[0]
+        if len(args) > 1:
+            count = args[1]
+    for name, value in (("n", n), ("d", d)):
+        if value is None:
+            raise TypeError(f"default_ks() missing required argument {name!r}: call "
+                            "default_ks(n, d, eps=..., count=...)")
+        _check_int(name, value)
+    count = _check_int("count", count)
+    top = max(2 * int(min_dim(max(n, 2), eps=eps)), d, 2)
+    return sorted({int(round(x)) for x in np.geomspace(1, top, count)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,9 +394,21 @@ class Sweep:
     kind: str
     ks: list[int]
     seeds: list[int]
-    n_samples: int
-    n_features: int
+    n: int                                      # points
+    d: int                                      # their dimension
     quantiles: dict[float, np.ndarray]          # q -> [len(ks), trials]
+
+    @property
+    def n_samples(self) -> int:
+        """Deprecated: `n`."""
+        deprecation.warn("Sweep.n_samples is now Sweep.n (the number of points)")
+        return self.n
+
+    @property
+    def n_features(self) -> int:
+        """Deprecated: `d` (it is the points' dimension, not a number of features)."""
+        deprecation.warn("Sweep.n_features is now Sweep.d (the points' dimension)")
+        return self.d
 
     @property
     def worst(self) -> np.ndarray:
@@ -347,7 +425,7 @@ class Sweep:
 
 
 def _evaluate(X: Tensor, k: int, kind: str, seeds: Sequence[int], qs: Sequence[float],
-              chunk: int, max_pairs: int | None) -> np.ndarray:
+              chunk: int | None, max_pairs: int | None) -> np.ndarray:
     """[len(qs), trials]: quantiles of |ratio - 1| for a k-dimensional projection per seed."""
     out = np.empty((len(qs), len(seeds)))
     for t, s in enumerate(seeds):
@@ -369,7 +447,7 @@ def _quantile_list(quantile: float) -> list[float]:
 
 def sweep(X: Points, *, kind: Kind = "gaussian", ks: Sequence[int] | None = None,
           trials: int = 3, seed: int = 0, quantiles: Sequence[float] = (0.5, 1.0),
-          chunk: int = DEFAULT_CHUNK, max_pairs: int | None = None) -> Sweep:
+          chunk: int | None = None, max_pairs: int | None = None) -> Sweep:
     """Distortion of every pair (or `max_pairs` sampled pairs) vs k, `trials` projections per
     k (seeds seed, seed+1, ...; the same seeds at every k). `ks` defaults to `default_ks`."""
     _check_kind(kind)
@@ -386,9 +464,11 @@ def sweep(X: Points, *, kind: Kind = "gaussian", ks: Sequence[int] | None = None
     for q in qs:
         _quantile_list(q)
     seeds = [seed + t for t in range(trials)]
-    vals = np.stack([_evaluate(T, k, kind, seeds, qs, _check_int("chunk", chunk), max_pairs)
+    if chunk is not None:
+        chunk = _check_int("chunk", chunk)
+    vals = np.stack([_evaluate(T, k, kind, seeds, qs, chunk, max_pairs)
                      for k in ks])                                 # [ks, qs, trials]
-    return Sweep(kind=kind, ks=ks, seeds=seeds, n_samples=n, n_features=d,
+    return Sweep(kind=kind, ks=ks, seeds=seeds, n=n, d=d,
                  quantiles={q: vals[:, i, :] for i, q in enumerate(qs)})
 
 
@@ -400,7 +480,7 @@ class SmallestK:
     eps: float
     quantile: float
     kind: str
-    bound: int                  # min_dim(n_samples, eps)
+    bound: int                  # min_dim(n, eps=eps)
     sweep: Sweep
 
     @property
@@ -410,7 +490,7 @@ class SmallestK:
 
 def smallest_k(X: Points, eps: float, *, kind: Kind = "gaussian", quantile: float = 1.0,
                ks: Sequence[int] | None = None, seed: int = 0, trials: int = 3,
-               refine: bool = True, chunk: int = DEFAULT_CHUNK,
+               refine: bool = True, chunk: int | None = None,
                max_pairs: int | None = None, precomputed: Sweep | None = None) -> SmallestK:
     """The smallest k at which a `kind` projection keeps the `quantile` of pairs (1.0: every
     pair; 0.5: the median pair) within eps, in every one of `trials` seeded projections.
@@ -425,11 +505,11 @@ def smallest_k(X: Points, eps: float, *, kind: Kind = "gaussian", quantile: floa
     qs = _quantile_list(quantile)
     T = _as_float64("X", X)
     if precomputed is not None:
-        if precomputed.kind != kind or precomputed.n_samples != T.shape[0] \
+        if precomputed.kind != kind or precomputed.n != T.shape[0] \
                 or quantile not in precomputed.quantiles:
             raise ValueError(f"precomputed must be a Sweep of this X with kind={kind!r} and "
                              f"quantile {quantile} recorded, got kind={precomputed.kind!r}, "
-                             f"n_samples={precomputed.n_samples}, quantiles "
+                             f"n={precomputed.n}, quantiles "
                              f"{sorted(precomputed.quantiles)}")
         sw = precomputed
     else:
@@ -448,7 +528,7 @@ def smallest_k(X: Points, eps: float, *, kind: Kind = "gaussian", quantile: floa
                 lo = mid
         k = hi
     return SmallestK(k=k, eps=eps, quantile=float(quantile), kind=kind,
-                     bound=int(min_dim(T.shape[0], eps)), sweep=sw)
+                     bound=int(min_dim(T.shape[0], eps=eps)), sweep=sw)
 
 
 __all__ = ["KINDS", "DistortionSummary", "SmallestK", "Sweep", "default_ks", "distortion",

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.random_projection import johnson_lindenstrauss_min_dim
 
-from superpose import jl, plot
+from superpose import geometry, jl, plot
 
 EPS_GRID = [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 0.99]
 N_GRID = [1, 2, 3, 10, 100, 1797, 10_000, 123_457, 1e6, 1e9]
@@ -36,29 +36,30 @@ def dense_ratios(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("eps", EPS_GRID)
 def test_min_dim_equals_sklearn(eps):
     for n in N_GRID:
-        assert int(jl.min_dim(n, eps)) == int(johnson_lindenstrauss_min_dim(n, eps=eps))
+        assert int(jl.min_dim(n, eps=eps)) == int(johnson_lindenstrauss_min_dim(n, eps=eps))
 
 
 def test_min_dim_arrays_equal_sklearn():
     n = np.array(N_GRID, dtype=float)
-    assert np.array_equal(jl.min_dim(n, 0.1), johnson_lindenstrauss_min_dim(n, eps=0.1))
+    assert np.array_equal(jl.min_dim(n, eps=0.1), johnson_lindenstrauss_min_dim(n, eps=0.1))
     e = np.array(EPS_GRID)
-    assert np.array_equal(jl.min_dim(1e4, e), johnson_lindenstrauss_min_dim(1e4, eps=e))
-    assert int(jl.min_dim(1e6, 0.5)) == 663                     # scikit-learn's doc example
+    assert np.array_equal(jl.min_dim(1e4, eps=e), johnson_lindenstrauss_min_dim(1e4, eps=e))
+    assert int(jl.min_dim(1e6, eps=0.5)) == 663                     # scikit-learn's doc example
 
 
 @pytest.mark.parametrize("eps", [0, 1, -0.1, 1.5, float("nan")])
 def test_min_dim_rejects_eps(eps):
     with pytest.raises(ValueError, match=r"eps must be in \(0, 1\)") as e:
-        jl.min_dim(100, eps)
+        jl.min_dim(100, eps=eps)
     assert repr(float(eps)) in str(e.value)
 
 
-def test_min_dim_rejects_n_samples():
-    with pytest.raises(ValueError, match=r"^n_samples must be >= 1, got 0$"):
-        jl.min_dim(0, 0.1)
-    with pytest.raises(ValueError, match=r"^n_samples must be >= 1, got -5$"):
-        jl.min_dim([10, -5], 0.1)
+def test_min_dim_rejects_n_below_1():
+    with pytest.raises(ValueError, match=r"^n \(the number of points\) must be >= 1, got 0$"):
+        jl.min_dim(0, eps=0.1)
+    with pytest.raises(ValueError, match=r"^n \(the number of points\) must be >= 1, "
+                                         r"got -5$"):
+        jl.min_dim([10, -5], eps=0.1)
 
 
 # ----------------------------------------------------------------------------- the guarantee
@@ -69,7 +70,7 @@ def test_jl_guarantee_at_the_bound(kind):
     and far below the bound it fails (the test has teeth)."""
     n, d, eps = 150, 600, 0.5
     X = random_points(n, d)
-    k = int(jl.min_dim(n, eps))
+    k = int(jl.min_dim(n, eps=eps))
     Y, _ = jl.project(X, k, kind=kind, seed=0)
     s = jl.summarize(jl.pairwise_distortion(X, Y), eps=eps)
     assert s.n_pairs == n * (n - 1) // 2
@@ -86,7 +87,7 @@ def test_smallest_k_within_bound_and_median_much_smaller():
     X = random_points(n, 200, seed=1)
     ks = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     worst = jl.smallest_k(X, eps, kind="gaussian", ks=ks, trials=2, seed=0)
-    assert worst.bound == int(jl.min_dim(n, eps))
+    assert worst.bound == int(jl.min_dim(n, eps=eps))
     assert worst.k is not None and worst.k <= worst.bound
     median = jl.smallest_k(X, eps, kind="gaussian", quantile=0.5, ks=ks, trials=2,
                            precomputed=worst.sweep)
@@ -110,6 +111,46 @@ def test_chunked_distortion_equals_dense():
     for chunk in (1, 7, 56, 1000):
         got = jl.pairwise_distortion(X, Y, chunk=chunk).numpy()
         np.testing.assert_allclose(got, ref, rtol=1e-9)
+
+
+def test_default_chunk_uses_geometrys_budget_and_changes_nothing(monkeypatch):
+    X = random_points(57, 12, seed=2)
+    Y, _ = jl.project(X, 5, seed=0)
+    ref = jl.pairwise_distortion(X, Y, chunk=57).numpy()
+    assert jl._rows(57, None) == 57 and jl._rows(10**5, None) == 2**22 // 10**5
+    monkeypatch.setattr(geometry, "_CHUNK_ELEMENTS", 57 * 10)    # 10 rows per block
+    assert jl._rows(57, None) == 10
+    np.testing.assert_allclose(jl.pairwise_distortion(X, Y).numpy(), ref, rtol=1e-12)
+    # the sampled path ignores chunk: the same pairs and ratios whatever it is
+    a = jl.pairwise_distortion(X, Y, max_pairs=300, seed=1, chunk=1).numpy()
+    b = jl.pairwise_distortion(X, Y, max_pairs=300, seed=1).numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_old_names_and_positional_options_warn_with_the_new_spelling():
+    with pytest.warns(DeprecationWarning, match=r"min_dim\(n_samples=\.\.\.\) is now "
+                                                r"min_dim\(n=\.\.\.\)"):
+        assert jl.min_dim(n_samples=1000, eps=0.2) == jl.min_dim(1000, eps=0.2)
+    with pytest.warns(DeprecationWarning, match="pass eps=... by keyword"):
+        assert jl.min_dim(1000, 0.2) == jl.min_dim(1000, eps=0.2)
+    want = jl.default_ks(300, 64, eps=0.2, count=10)
+    assert want[0] == 1 and want[-1] == 2 * int(jl.min_dim(300, eps=0.2))
+    with pytest.warns(DeprecationWarning, match=r"default_ks\(n_samples=\.\.\.\) is now"):
+        with pytest.warns(DeprecationWarning, match=r"default_ks\(n_features=\.\.\.\) is "
+                                                    r"now default_ks\(d=\.\.\.\)"):
+            assert jl.default_ks(n_samples=300, n_features=64, eps=0.2, count=10) == want
+    with pytest.warns(DeprecationWarning, match=r"pass eps=\.\.\., count=\.\.\."):
+        assert jl.default_ks(300, 64, 0.2, 10) == want
+    with pytest.raises(TypeError, match="both n= and its old name n_samples="):
+        jl.default_ks(10, 64, n_samples=300)
+    with pytest.warns(DeprecationWarning, match="jl.DEFAULT_CHUNK is deprecated"):
+        assert jl.DEFAULT_CHUNK == 1024
+    sw = jl.sweep(random_points(20, 6, seed=0), ks=[2, 4], trials=1)
+    assert (sw.n, sw.d) == (20, 6)
+    with pytest.warns(DeprecationWarning, match=r"Sweep.n_features is now Sweep.d"):
+        assert sw.n_features == 6
+    with pytest.warns(DeprecationWarning, match=r"Sweep.n_samples is now Sweep.n"):
+        assert sw.n_samples == 20
 
 
 def test_sampled_pairs_are_seeded_subset():
