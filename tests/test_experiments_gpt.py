@@ -57,7 +57,7 @@ def test_gpt_corpus_quick(tmp_path):
     cfg = gpt_corpus.configs(quick=True, seed=0, vocab_size=tok.vocab_size)
     corpus = gpt.load_corpus("stdlib", max_chars=cfg["corpus"]["max_chars"])
     val = gpt.TokenDataset(tok.encode(corpus.val), model.cfg.n_ctx)
-    again = gpt.evaluate(model, val, batches=cfg["train"].val_batches,
+    again = gpt.evaluate(model, val, n_batches=cfg["train"].val_batches,
                          batch_size=cfg["train"].batch_size)
     assert again == pytest.approx(m["final_val_loss"], abs=1e-4)
     assert m["prev_token_scores"].shape == (2, 4)

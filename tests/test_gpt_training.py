@@ -215,7 +215,7 @@ def test_training_learns_the_bigram_and_validates(data, val_data):
     # The floor: 7/8 of next tokens are fixed, 1/8 uniform over 11 -> entropy ~0.6 nats.
     assert r.final_loss < 0.8 and h.val_loss[-1] < 0.8
     assert h.val_loss[-1] == pytest.approx(
-        evaluate(model, val_data, batches=4, batch_size=16), abs=1e-6)
+        evaluate(model, val_data, n_batches=4, batch_size=16), abs=1e-6)
     assert len(h.lr) == len(h.grad_norm) == len(h.seconds) == len(h.step)
     assert r.history.series("loss").shape == (len(h.step),)
 
@@ -247,7 +247,24 @@ def test_label_smoothing_enters_the_training_loss_only(data):
     assert r.history.loss[0] == pytest.approx(
         float(F.cross_entropy(logits, y.flatten(), label_smoothing=0.2)), abs=1e-5)
     assert r.history.val_loss[0] == pytest.approx(
-        evaluate(model, data, batches=1, batch_size=8), abs=1e-6)  # plain cross-entropy
+        evaluate(model, data, n_batches=1, batch_size=8), abs=1e-6)  # plain cross-entropy
+
+
+def test_evaluate_names_and_micro_batches(data):
+    model = small_gpt()
+    whole = evaluate(model, data, n_batches=3, batch_size=8)
+    assert evaluate(model, data, n_batches=3, batch_size=8, micro_batch_size=3) == \
+        pytest.approx(whole, rel=1e-6)                  # row splits change rounding only
+    assert evaluate(model, data, n_batches=1, batch_size=8) != pytest.approx(whole, rel=1e-9)
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(batches=\.\.\.\) is now "
+                                                r"evaluate\(n_batches=\.\.\.\)"):
+        assert evaluate(model, data, batches=3, batch_size=8) == whole
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(chunk_size=\.\.\.\) is now "
+                                                r"evaluate\(micro_batch_size=\.\.\.\)"):
+        assert evaluate(model, data, n_batches=3, batch_size=8, chunk_size=3) == \
+            pytest.approx(whole, rel=1e-6)
+    with pytest.raises(TypeError, match="both n_batches= and its old name batches="):
+        evaluate(model, data, n_batches=2, batches=3)
 
 
 def test_bad_data_and_models_fail_clearly(user_errors, data):

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from superpose import _deprecation as deprecation
 from superpose import _progress
 from superpose import _validate as v
 from superpose.gpt import distributed as dist_
@@ -165,14 +166,29 @@ def forward_backward(model: nn.Module, x: Int[Tensor, "batch pos"], y: Int[Tenso
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]], *,
-             batches: int = 10, batch_size: int = 32, chunk_size: int | None = None,
-             bf16: bool = False) -> float:
-    """Mean next-token cross-entropy per token over the first `batches` batches of `data`
-    (a TokenDataset's non-overlapping windows in order, or a re-iterable of (x, y)). Runs in
-    eval mode (no dropout) on the model's device; under DDP each process takes its share of
-    every batch and the sums are added up. `chunk_size` bounds the rows per forward pass."""
-    v.positive_int("batches", batches)
+             n_batches: int = 10, batch_size: int = 32, micro_batch_size: int | None = None,
+             bf16: bool = False, batches: int | None = None,
+             chunk_size: int | None = None) -> float:
+    """Mean next-token cross-entropy per token over the first `n_batches` batches of `data`
+    (a TokenDataset's non-overlapping windows in order, `batch_size` rows each, or a
+    re-iterable of (x, y)). Runs in eval mode (no dropout) on the model's device; under DDP
+    each process takes its share of every batch and the sums are added up.
+    `micro_batch_size` bounds the rows per forward pass (None: a whole batch at once); the
+    loss does not depend on it beyond float rounding.
+
+    Deprecated: `batches=` (now `n_batches=`, as in `sae.evaluate`) and `chunk_size=` (now
+    `micro_batch_size=`: a row count per forward pass, not a block of pairs)."""
+    if batches is not None:
+        n_batches = deprecation.renamed_argument("evaluate", "batches", "n_batches", batches,
+                                                 n_batches, default=10)
+    if chunk_size is not None:
+        micro_batch_size = deprecation.renamed_argument(
+            "evaluate", "chunk_size", "micro_batch_size", chunk_size, micro_batch_size)
+    v.positive_int("n_batches", n_batches)
     v.positive_int("batch_size", batch_size)
+    if micro_batch_size is not None:
+        v.positive_int("micro_batch_size", micro_batch_size)
+    batches = n_batches
     world = dist_.current()
     dev = next(model.parameters()).device
     if isinstance(data, TokenDataset):
@@ -188,7 +204,7 @@ def evaluate(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tenso
             x, y = (t.tensor_split(world.world_size)[world.rank] for t in (x, y))
             if len(x) == 0:
                 continue
-            step = chunk_size or len(x)
+            step = micro_batch_size or len(x)
             for xc, yc in zip(x.split(step), y.split(step)):
                 xc, yc = xc.to(dev, non_blocking=True), yc.to(dev, non_blocking=True)
                 logits = _logits(model, xc, yc, bf16)
@@ -405,9 +421,9 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
                     bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
                 if val_data is not None and (s == cfg.steps or (
                         cfg.val_every and s % cfg.val_every == 0)):
-                    val = evaluate(model, val_data, batches=cfg.val_batches,
+                    val = evaluate(model, val_data, n_batches=cfg.val_batches,
                                    batch_size=cfg.val_batch_size or cfg.batch_size,
-                                   chunk_size=val_chunk, bf16=bf16)
+                                   micro_batch_size=val_chunk, bf16=bf16)
                     history.val_step.append(s)
                     history.val_loss.append(val)
                     bar.set_postfix(loss=f"{history.loss[-1]:.4g}", val=f"{val:.4g}",
