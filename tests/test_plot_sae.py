@@ -43,6 +43,20 @@ def test_decoder_vs_true_high_d_is_the_sorted_best_cosine_curve():
     assert "75.0% of 20" in fig.axes[0].texts[0].get_text()
 
 
+def test_best_cosines_are_the_evaluation_modules_numbers(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    true, dec = torch.randn(7, 5, generator=g), torch.randn(9, 5, generator=g)
+    want = sae.evaluation.feature_cosines(dec, true).max(dim=1).values.numpy()
+    np.testing.assert_array_equal(best_cosines(dec, true), want)
+    # The plot computes nothing itself: it calls sae.evaluation.feature_cosines.
+    calls = []
+    real = sae.evaluation.feature_cosines
+    monkeypatch.setattr(sae.evaluation, "feature_cosines",
+                        lambda d, t: calls.append(1) or real(d, t))
+    best_cosines(dec.numpy(), true)
+    assert calls == [1]
+
+
 def test_frontier_one_line_per_architecture_sorted_by_l0():
     pts = [{"architecture": "topk", "l0": 16, "fve": 0.9, "recovered": 0.8},
            {"architecture": "topk", "l0": 4, "fve": 0.7, "recovered": 0.6},

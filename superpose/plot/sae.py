@@ -23,12 +23,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 from torch import Tensor
 
+from superpose import geometry
 from superpose.plot._common import figure_and_axes
 
 RECOVERED_COS = 0.9
 
 
-def _rows(v: Any, name: str) -> np.ndarray:
+def _rows(v: Any, name: str) -> Tensor:
     if hasattr(v, "W_dec"):
         v = v.W_dec
     if isinstance(v, np.ndarray):
@@ -38,18 +39,20 @@ def _rows(v: Any, name: str) -> np.ndarray:
                          f"SAE), got {type(v).__name__} {list(getattr(v, 'shape', []))}")
     if v.shape[0] == 0:
         raise ValueError(f"{name} holds no vectors")
-    return v.detach().cpu().double().numpy()
+    return v.detach().cpu().double()
 
 
 def best_cosines(decoder: Any, true: Any) -> np.ndarray:
-    """For every true direction, its largest cosine with a decoder row: [n_true]."""
+    """For every true direction, its largest cosine with a decoder row: [n_true], float64.
+    The cosines are `sae.evaluation.feature_cosines` (the numbers `sae.evaluate` reports);
+    this only checks the inputs and hands them to it."""
+    from superpose.sae.evaluation import feature_cosines
+
     d, t = _rows(decoder, "decoder"), _rows(true, "true")
     if d.shape[1] != t.shape[1]:
         raise ValueError(f"decoder rows have dimension {d.shape[1]} but the true directions "
                          f"{t.shape[1]}; they must live in the same space")
-    dn = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    tn = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    return (tn @ dn.T).max(axis=1)
+    return feature_cosines(d, t).max(dim=1).values.numpy()
 
 
 def decoder_vs_true(decoder: Any, true: Any, *, ax: Axes | None = None, title: str | None = None,
@@ -60,14 +63,15 @@ def decoder_vs_true(decoder: Any, true: Any, *, ax: Axes | None = None, title: s
     (unit length when `normalize`). Higher dimensions: the best cosine of each true feature
     with any decoder row, sorted, with the 0.9 "recovered" line and the fraction above it.
     """
-    d, t = _rows(decoder, "decoder"), _rows(true, "true")
-    fig, a = figure_and_axes(ax, figsize=(3.6, 3.4) if d.shape[1] == 2 else (4.6, 3.2))
-    if d.shape[1] != t.shape[1]:
-        raise ValueError(f"decoder rows have dimension {d.shape[1]} but the true directions "
-                         f"{t.shape[1]}; they must live in the same space")
+    dec, tru = _rows(decoder, "decoder"), _rows(true, "true")
+    fig, a = figure_and_axes(ax, figsize=(3.6, 3.4) if dec.shape[1] == 2 else (4.6, 3.2))
+    if dec.shape[1] != tru.shape[1]:
+        raise ValueError(f"decoder rows have dimension {dec.shape[1]} but the true directions "
+                         f"{tru.shape[1]}; they must live in the same space")
+    d, t = dec.numpy(), tru.numpy()
     if d.shape[1] == 2:
         if normalize:
-            d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+            d = geometry.normalize(dec).numpy()
         lim = 1.25 * max(1.0, float(np.abs(t).max()), float(np.abs(d).max()))
         circle = np.linspace(0, 2 * np.pi, 200)
         a.plot(np.cos(circle), np.sin(circle), color="0.88", lw=0.6, zorder=0)
@@ -89,7 +93,7 @@ def decoder_vs_true(decoder: Any, true: Any, *, ax: Axes | None = None, title: s
         a.set_yticks([])
         a.legend(fontsize=7, loc="lower left", frameon=False)
     else:
-        best = np.sort(best_cosines(d, t))[::-1]
+        best = np.sort(best_cosines(dec, tru))[::-1]
         frac = float((best >= RECOVERED_COS).mean())
         a.plot(np.arange(1, len(best) + 1), best, color="tab:blue", lw=1.5)
         a.axhline(RECOVERED_COS, color="0.5", ls="--", lw=0.8)
