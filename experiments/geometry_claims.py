@@ -449,12 +449,12 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     # (a), (b): angle histograms against the random density and the bounds
     fig, axes = figure_and_axes(ncols=2, figsize=(12.0, 4.0))
     tol = cfg["a"]["tolerance_deg"]
-    plot.angle_histogram({f"{R_a.shape[0]:,} random": R_a.cpu()}, ax=axes[0], bins=160,
+    plot.angle_histograms({f"{R_a.shape[0]:,} random": R_a.cpu()}, ax=axes[0], bins=160,
                          title=f"(a) R^{cfg['a']['d']}: at most {a['max_n_by_bounds']:,.0f} "
                                f"vectors fit in the band, not {cfg['a']['claimed_n']:,}")
     axes[0].axvspan(90 - tol, 90 + tol, color="0.85", zorder=0, label=f"90° ± {tol:g}°")
     axes[0].legend(fontsize=7, loc="upper left")
-    plot.angle_histogram({"random": R_b.cpu(), "pack()": P_b.vectors.cpu()}, ax=axes[1],
+    plot.angle_histograms({"random": R_b.cpu(), "pack()": P_b.vectors.cpu()}, ax=axes[1],
                          title=f"(b) {cfg['b']['n']:,} vectors in R^{cfg['b']['d']}")
     r.save_figure(fig, "claim_a_b")
     fig = plot.optimizer_history({f"n={cfg['b']['n']}, d={cfg['b']['d']}": P_b},

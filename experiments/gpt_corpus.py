@@ -163,7 +163,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     _, cache = model.run_with_cache(tokens)
     labels = tok.to_str_tokens(SNIPPET)
     for layer in range(model.cfg.n_layers):
-        fig = plot.attention_patterns(cache, layer=layer, tokens=labels, max_cols=2,
+        fig = plot.attention_heads(cache, layer=layer, tokens=labels, max_cols=2,
                                       panel_size=4.2)
         fig.suptitle(f"layer {layer} attention on a code snippet", fontsize=10)
         r.save_figure(fig, f"attention_layer{layer}")

@@ -353,16 +353,16 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     show = e.tokens[:1]
     labels = ["BOS"] + [str(t) for t in show[0, 1:].tolist()]
     _, cache = model.run_with_cache(show)
-    fig = plot.attention_patterns(cache, layer=0, tokens=labels)
+    fig = plot.attention_heads(cache, layer=0, tokens=labels)
     fig.suptitle("layer 0: previous-token head(s), the diagonal just below the main one",
                  fontsize=10)
     r.save_figure(fig, "attention_layer0")
-    fig = plot.attention_patterns(cache, layer=1, tokens=labels)
+    fig = plot.attention_heads(cache, layer=1, tokens=labels)
     fig.suptitle(f"layer 1: induction heads, the stripe at offset -(L-1) = -{SEQ_LEN - 1} "
                  "in the second copy", fontsize=10)
     r.save_figure(fig, "attention_layer1")
     _, scache = short_model.run_with_cache(show)
-    fig = plot.attention_patterns(scache, layer=0, tokens=labels)
+    fig = plot.attention_heads(scache, layer=0, tokens=labels)
     fig.suptitle("shortcut model (fixed L, learned positions), layer 0: the same stripe, "
                  "found by position alone", fontsize=10)
     r.save_figure(fig, "shortcut_attention_layer0")

@@ -58,7 +58,7 @@ def test_capacity_does_not_overflow_in_high_dimension():
 
 def test_angle_histogram_draws_sets_baseline_and_bound():
     R, P = _unit(200, 10, 1), packing.pack(200, 10, steps=60, progress=False)
-    fig = plot.angle_histogram({"random": R, "pack()": P.vectors})
+    fig = plot.angle_histograms({"random": R, "pack()": P.vectors})
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(lab.startswith("random:") for lab in labels)
@@ -69,17 +69,17 @@ def test_angle_histogram_draws_sets_baseline_and_bound():
     assert any(abs(x - math.degrees(math.acos(b.best))) < 1e-9 for x in xs)
     lo, hi = ax.get_xlim()
     assert lo < math.degrees(math.acos(b.best)) and hi > 180 - math.degrees(math.acos(b.best))
-    fig = plot.angle_histogram(R, lines=True)
+    fig = plot.angle_histograms(R, lines=True)
     assert fig.axes[0].get_xlim()[1] == 90
 
 
 def test_angle_histogram_errors(user_errors):
     with pytest.raises(ValueError, match="same dimension"):
-        plot.angle_histogram({"a": _unit(5, 3), "b": _unit(5, 4)})
+        plot.angle_histograms({"a": _unit(5, 3), "b": _unit(5, 4)})
     with pytest.raises(TypeError, match="mapping"):
-        plot.angle_histogram([[1.0, 0.0]])
+        plot.angle_histograms([[1.0, 0.0]])
     with pytest.raises(ValueError, match="zero vector"):
-        plot.angle_histogram(torch.zeros(3, 2))
+        plot.angle_histograms(torch.zeros(3, 2))
 
 
 def test_capacity_curves_and_history_and_comparison():
@@ -104,7 +104,7 @@ def test_capacity_curves_and_history_and_comparison():
     bar_ax = fig.axes[-1]
     assert len(bar_ax.patches) == 2                    # one bar per set
     _, ax = figure_and_axes()
-    assert plot.angle_histogram(_unit(20, 5), ax=ax) is ax.figure
+    assert plot.angle_histograms(_unit(20, 5), ax=ax) is ax.figure
 
 
 # ---- experiments (quick) ---------------------------------------------------------------------
@@ -169,3 +169,12 @@ def test_packing_capacity_quick(tmp_path):
         assert int(d) < cap["pack_n"] <= cap["upper"]   # a construction never beats the bound
     assert m["capacity_measured"]["3"]["pack_n"] == 4   # 5 lines in R^3 need |cos| ≥ 0.447
     assert (next((tmp_path / "packing_capacity").iterdir()) / "packing_capacity.png").is_file()
+
+
+def test_old_name_angle_histogram_warns_and_is_angle_histograms():
+    with pytest.warns(DeprecationWarning, match=r"plot.angle_histogram is now "
+                                                r"plot.angle_histograms"):
+        assert plot.angle_histogram is plot.angle_histograms
+    with pytest.warns(DeprecationWarning):
+        from superpose.plot import angle_histogram
+    assert angle_histogram is plot.angle_histograms

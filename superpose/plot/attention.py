@@ -31,6 +31,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
 from superpose.plot._common import figure_and_axes, grid_shape, root_figure, select_indices
 
 PATTERN_KEY = "blocks.{layer}.attn.hook_pattern"
@@ -218,7 +219,7 @@ def _colorbar(fig: Figure, im: Any, axs: Any) -> None:
 # ---------------------------------------------------------------- figures
 
 
-def attention_patterns(cache_or_patterns: PatternSource, *, layer: int = 0,
+def attention_heads(cache_or_patterns: PatternSource, *, layer: int = 0,
                        tokens: Sequence[str] | None = None,
                        heads: int | Sequence[int] | None = None, batch: int = 0,
                        max_cols: int = 4, ax: AxesArg = None,
@@ -235,7 +236,7 @@ def attention_patterns(cache_or_patterns: PatternSource, *, layer: int = 0,
     bottom panel of each column. `ax`: one Axes (with one head) or one Axes per head.
 
     >>> logits, cache = model.run_with_cache(tokens)
-    >>> plot.attention_patterns(cache, layer=1, tokens=tok.to_str_tokens(tokens[0]))
+    >>> plot.attention_heads(cache, layer=1, tokens=tok.to_str_tokens(tokens[0]))
     """
     pattern, resolved = _layer_pattern(cache_or_patterns, layer)
     n_seqs = pattern.shape[0] if pattern.ndim == 4 else 1
@@ -297,7 +298,7 @@ def attention_head(cache_or_patterns: PatternSource, *, layer: int, head: int,
                    annotate: bool | None = None) -> Figure:
     """One head up close: the pattern of `head` in `layer`, with token labels on both axes
     (every k-th beyond 64 tokens). `annotate` writes each probability in its cell (default:
-    when there are at most 16 tokens). Inputs as for `attention_patterns`; with a pattern
+    when there are at most 16 tokens). Inputs as for `attention_heads`; with a pattern
     tensor, `layer` only names the figure."""
     pattern, resolved = _layer_pattern(cache_or_patterns, layer)
     pattern = _select_batch(pattern, batch)
@@ -371,3 +372,11 @@ def head_scores_heatmap(scores: HeadScores, *, ax: Axes | None = None,
     cb.set_label(label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
     return fig
+
+
+def __getattr__(name: str) -> Any:
+    if name == "attention_patterns":
+        deprecation.warn("plot.attention_patterns is now plot.attention_heads (a grid of "
+                         "heads; gpt.attention_patterns is the tensor it draws)", stacklevel=3)
+        return attention_heads
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Geometry figures: angles of a vector set against random vectors and the packing bounds.
 
-- `angle_histogram`:   the pairwise angles of one or more vector sets (density per degree),
+- `angle_histograms`:  the pairwise angles of one or more vector sets (density per degree),
                        the exact density for random unit vectors in the same dimension, the
                        best lower bound on the coherence (as the angles it forbids) and each
                        set's own coherence.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from torch import Tensor
 
+from superpose import _deprecation as deprecation
 from superpose import geometry, packing
 from superpose.plot._common import axes_list, figure_and_axes, grid_shape
 
@@ -63,7 +64,7 @@ def _as_sets(vectors: object, name: str = "vectors") -> dict[str, Tensor]:
     return out
 
 
-def angle_histogram(vectors: VectorSets, *, lines: bool = False, bins: int | None = None,
+def angle_histograms(vectors: VectorSets, *, lines: bool = False, bins: int | None = None,
                     range_deg: tuple[float, float] | None = None, baseline: bool = True,
                     bound: bool = True, ax: Axes | None = None,
                     title: str | None = None) -> Figure:
@@ -242,7 +243,7 @@ def angle_comparison(groups: Mapping[str, Mapping[str, Vectors]], *, lines: bool
                      title: str | None = None) -> Figure:
     """Learned vector sets against references of the same (n, d): `groups` is
     {panel title: {label: vectors}}, e.g. {"toy W (40→10)": {"learned": W, "random": R,
-    "pack()": P}}. One `angle_histogram` panel per group (lines=True by default: the angle
+    "pack()": P}}. One `angle_histograms` panel per group (lines=True by default: the angle
     between lines, which coherence is about), then a bar panel of every set's worst deviation
     from 90° (90° − arccos max|cos|) with the bound as a red tick. Each histogram's y axis is
     cut at 2.2× the peak of the first set (or of the random density): a spike above it (an
@@ -257,7 +258,7 @@ def angle_comparison(groups: Mapping[str, Mapping[str, Vectors]], *, lines: bool
     bound_deg: dict[str, float] = {}
     for a, (name, sets) in zip(axes, groups.items()):
         unit = _as_sets(sets, name=f"groups[{name!r}]")
-        angle_histogram(unit, lines=lines, ax=a, title=name)
+        angle_histograms(unit, lines=lines, ax=a, title=name)
         a.legend(fontsize=6, loc="upper left")
         # an optimised set piles its worst pairs into one spike at the bound: clip the axis
         # to what the first set and the random density need, so the rest stays readable
@@ -292,3 +293,12 @@ def angle_comparison(groups: Mapping[str, Mapping[str, Vectors]], *, lines: bool
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def __getattr__(name: str) -> Any:
+    if name == "angle_histogram":
+        deprecation.warn("plot.angle_histogram is now plot.angle_histograms (it overlays "
+                         "several sets; geometry.angle_histogram is the counts it draws)",
+                         stacklevel=3)
+        return angle_histograms
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
