@@ -17,6 +17,8 @@ def tl_block() -> str:
 
 
 def test_readme_transformer_lens_block_runs(monkeypatch):
+    # catches: a TransformerLens tool the README promises (logit lens, head results, DLA,
+    # patching, SVDInterpreter, the converters) that no longer runs on our GPT on 3.x or 4.x.
     monkeypatch.setenv("TQDM_DISABLE", "1")
     code = tl_block()
     try:
