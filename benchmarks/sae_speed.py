@@ -62,7 +62,7 @@ MEM_STEPS = 5
 
 class FixedData:
     def __init__(self, gt: sae.GroundTruthFeatures, n_vectors: int, batch: int, seed: int):
-        self.x = gt.sample(n_vectors, torch.Generator().manual_seed(seed))
+        self.x = gt.sample(n_vectors, generator=torch.Generator().manual_seed(seed))
         self.batch, self.seed = batch, seed
 
     def batches(self, device: torch.device) -> Iterator[Tensor]:

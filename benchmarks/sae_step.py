@@ -59,7 +59,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     gt = sae.GroundTruthFeatures(1024, 128, p=8 / 1024, noise=0.02, seed=0)
-    x = gt.sample(args.batch, torch.Generator().manual_seed(1))
+    x = gt.sample(args.batch, generator=torch.Generator().manual_seed(1))
     print(f"batch {args.batch}, d_in 128, d_sae {args.d_sae}, {args.threads} thread(s), "
           f"{args.rounds} rounds of {args.burst} steps; load {os.getloadavg()[0]:.2f}")
     print(f"{'arch':9s} {'density':>8s} {'kept':>6s} {'sparse ms':>10s} {'dense ms':>9s} "

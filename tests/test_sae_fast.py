@@ -242,3 +242,17 @@ def test_a_backward_hook_on_the_latents_fires_during_training(arch, point):
     out.loss.backward()
     assert len(seen) == 1 and seen[0].shape == (64, D_SAE)
     assert seen[0].abs().sum() > 0
+
+
+def test_ground_truth_keyword_options_and_old_spellings():
+    """p and the sample generator are keyword-only now; the old positional spellings warn and
+    give the same numbers."""
+    new = sae.GroundTruthFeatures(64, 32, p=0.1, seed=2, device="cpu")
+    with pytest.warns(DeprecationWarning, match="p="):
+        old = sae.GroundTruthFeatures(64, 32, 0.1, seed=2)
+    torch.testing.assert_close(new.probabilities, old.probabilities)
+    a = new.sample(16, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(DeprecationWarning, match="generator="):
+        b = new.sample(16, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b)
+    assert a.shape == (16, 32) and a.device.type == "cpu"

@@ -183,7 +183,7 @@ def _context(context: int | tuple[int, int]) -> tuple[int, int]:
 def latent_stats(model: nn.Module, sae: SAE, hook_name: str, tokens: Int[Tensor, "batch pos"],
                  latents: int | Sequence[int], *, k: int = 10,
                  context: int | tuple[int, int] = 8, batch_size: int = 32,
-                 scale: float | None = None, progress: bool = False) -> LatentStats:
+                 scale: float | None = None, progress: bool = True) -> LatentStats:
     """Top-k activations with `context` tokens around them (an int: that many each side, or
     (before, after)), every positive activation and all latents' densities, from one pass
     over `tokens` [batch, pos] in `batch_size` sequences at a time. `scale`: as in
@@ -264,11 +264,12 @@ def latent_stats(model: nn.Module, sae: SAE, hook_name: str, tokens: Int[Tensor,
 def top_activations(model: nn.Module, sae: SAE, hook_name: str,
                     tokens: Int[Tensor, "batch pos"], latents: int | Sequence[int], *,
                     k: int = 10, context: int | tuple[int, int] = 8, batch_size: int = 32,
-                    scale: float | None = None) -> dict[int, TopActivations]:
+                    scale: float | None = None,
+                    progress: bool = True) -> dict[int, TopActivations]:
     """The top-k activations of each latent in `latents`, keyed by latent (see
     `latent_stats`, which also returns densities and histograms from the same pass)."""
     return latent_stats(model, sae, hook_name, tokens, latents, k=k, context=context,
-                        batch_size=batch_size, scale=scale).top
+                        batch_size=batch_size, scale=scale, progress=progress).top
 
 
 # ---- what a latent writes ----------------------------------------------------------------------

@@ -249,7 +249,7 @@ def _ce_sum(logits: Tensor, tokens: Tensor) -> float:
 def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
                    tokens: Int[Tensor, "batch pos"], *, batch_size: int = 32,
                    scale: float | None = None, error_term: bool = False,
-                   mean_ablation: bool = True, progress: bool = False) -> SplicedLosses:
+                   mean_ablation: bool = True, progress: bool = True) -> SplicedLosses:
     """Clean, spliced, zero- and mean-ablated losses of `model` on `tokens` [batch, pos]
     (pos >= 2), `batch_size` sequences per forward pass (a progress bar with `progress=True`);
     see the module docstring.

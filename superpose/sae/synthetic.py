@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from superpose import _deprecation
 from superpose import _validate as v
 
 
@@ -33,15 +34,16 @@ def direction_seed(seed: int) -> int:
 class GroundTruthFeatures:
     """A seeded source of sparse superposed activations with known feature `.directions`."""
 
-    def __init__(self, n_features: int, d: int, p: float = 0.01, *,
+    def __init__(self, n_features: int, d: int, *args: float, p: float = 0.01,
                  magnitude: tuple[float, float] = (0.5, 1.5), noise: float = 0.0,
                  correlated_fraction: float = 0.0, power_law: float | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, device: str | torch.device | None = None) -> None:
+        p = _deprecation.positional_option("GroundTruthFeatures", "p", args, p, default=0.01)
         v.positive_int("n_features", n_features)
         v.positive_int("d", d)
         v.positive_float("p", p)
         if p > 1:
-            raise ValueError(f"p must be a probability in (0, 1], got {p!r}")
+            raise ValueError(f"p must be a finite number in (0, 1], got {p!r}")
         lo, hi = magnitude
         if not 0 <= lo <= hi:
             raise ValueError(f"magnitude must be (lo, hi) with 0 <= lo <= hi, got {magnitude!r}")
@@ -53,32 +55,43 @@ class GroundTruthFeatures:
         v.non_negative_int("seed", seed)
         self.n_features, self.d, self.magnitude, self.noise = n_features, d, (lo, hi), noise
         self.seed = seed
+        self.device = v.resolve_device(device)
         # A seed of its own: with manual_seed(seed), the directions of n_features = d_sae,
         # d = d_in would be exactly the random decoder rows an SAE of the same seed starts
         # from (both are randn(n, d) normalised), and recovery would be "perfect" at step 0.
         gen = torch.Generator().manual_seed(direction_seed(seed))
-        dirs = torch.randn(n_features, d, generator=gen)
-        self.directions: Float[Tensor, "n_features d_in"] = dirs / dirs.norm(dim=-1, keepdim=True)
+        dirs = torch.randn(n_features, d, generator=gen)       # drawn on the CPU: one seed, one
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)           # set of directions everywhere
+        self.directions: Float[Tensor, "n_features d_in"] = dirs.to(self.device)
         if power_law is None:
             probs = torch.full((n_features,), float(p))
         else:
             probs = (torch.arange(n_features) + 1.0) ** -power_law
             probs = probs / probs.mean() * p
-        self.probabilities: Float[Tensor, " n_features"] = probs.clamp(max=1.0)
+        self.probabilities: Float[Tensor, " n_features"] = probs.clamp(max=1.0).to(self.device)
         self.n_pairs = int(correlated_fraction * n_features) // 2
 
-    def sample(self, batch: int, generator: torch.Generator | None = None
-               ) -> Float[Tensor, "batch d_in"]:
-        """`batch` inputs (float32, CPU)."""
-        on = torch.rand(batch, self.n_features, generator=generator) < self.probabilities
+    def sample(self, batch_size: int, *args: torch.Generator,
+               generator: torch.Generator | None = None) -> Float[Tensor, "batch d_in"]:
+        """`batch_size` inputs (float32, on the generator's device: `self.device` when
+        `generator` is None)."""
+        generator = _deprecation.positional_option("GroundTruthFeatures.sample", "generator",
+                                                   args, generator)
+        dev = generator.device if generator is not None else self.device
+        if dev.type != self.device.type:
+            raise ValueError(f"generator is on {dev} but the features are on {self.device}; "
+                             "make the generator with torch.Generator(device=gt.device)")
+        on = torch.rand(batch_size, self.n_features, generator=generator, device=dev) \
+            < self.probabilities
         if self.n_pairs:
             lead = on[:, 0:2 * self.n_pairs:2]
             on[:, 1:2 * self.n_pairs:2] = lead
         lo, hi = self.magnitude
-        mags = lo + (hi - lo) * torch.rand(batch, self.n_features, generator=generator)
+        mags = lo + (hi - lo) * torch.rand(batch_size, self.n_features, generator=generator,
+                                           device=dev)
         x = (on * mags) @ self.directions
         if self.noise:
-            x = x + self.noise * torch.randn(batch, self.d, generator=generator)
+            x = x + self.noise * torch.randn(batch_size, self.d, generator=generator, device=dev)
         return x
 
     def batches(self, batch_size: int, n_batches: int | None = None, *, seed: int | None = None
@@ -86,8 +99,9 @@ class GroundTruthFeatures:
         """`n_batches` batches (endless when None), seeded by `seed` (default: the data's own
         seed + 1, so the stream differs from the directions' draw)."""
         v.positive_int("batch_size", batch_size)
-        gen = torch.Generator().manual_seed(self.seed + 1 if seed is None else seed)
+        gen = torch.Generator(device=self.device).manual_seed(
+            self.seed + 1 if seed is None else seed)
         i = 0
         while n_batches is None or i < n_batches:
-            yield self.sample(batch_size, gen)
+            yield self.sample(batch_size, generator=gen)
             i += 1
