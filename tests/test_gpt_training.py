@@ -8,9 +8,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from superpose import gpt
-from superpose.train import checkpoint as ckpt_io
 from superpose.gpt.corpus import TokenDataset
 from superpose.gpt.training import (
     GPTTrainConfig,
@@ -29,6 +25,7 @@ from superpose.gpt.training import (
     param_groups,
     train,
 )
+from superpose.train import checkpoint as ckpt_io
 
 V = 11
 
@@ -124,7 +121,8 @@ def assert_same_run(a, b, wa, wb, atol=0.0):
     (dict(grad_clip=0), r"grad_clip must be a positive finite max norm, or None to turn clipping "
          r"off, got 0"),
     (dict(label_smoothing=1.0), r"label_smoothing must be a finite number in \[0, 1\), got 1.0"),
-    (dict(betas=(0.9, 1.0)), r"betas must be two values, each a finite number in \[0, 1\), got \(0.9, 1.0\)"),
+    (dict(betas=(0.9, 1.0)),
+     r"betas must be two values, each a finite number in \[0, 1\), got \(0.9, 1.0\)"),
     (dict(min_lr_ratio=2), r"min_lr_ratio must be a finite number in \[0, 1\], got 2"),
     (dict(lr=-1), r"lr must be a positive finite number, got -1"),
     (dict(decay_embeddings="no"), r"decay_embeddings must be True or False, got 'no'"),
@@ -463,41 +461,3 @@ def test_keep_checkpoints(tmp_path, data):
           out=tmp_path, **quiet())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000004",
                                                           "checkpoint-00000006"]
-
-
-# ---- DDP: the experiment script on 2 CPU processes (gloo) against 1 process -------------------
-
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path, root):
-    """torchrun starts experiments/gpt_train.py on 2 gloo processes, each with half of every
-    batch (in 2 micro-batches); the same script in this process, with the whole batch in one
-    pass, must give the same losses, gradient norms and weights."""
-    import gpt_train
-
-    args = ["--quick", "--steps", "4", "--batch-size", "8", "--n-layers", "1", "--d-model",
-            "16", "--n-ctx", "16", "--max-chars", "20000", "--val-batches", "2",
-            "--sample-tokens", "5", "--device", "cpu", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(root / "experiments" / "gpt_train.py"), *args, "--out", str(tmp_path),
-         "--name", "ddp", "--grad-accum", "2"],
-        capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    two = json.loads((tmp_path / "gpt_train" / "ddp" / "metrics.json").read_text())
-    one = gpt_train.main([*args, "--out", str(tmp_path), "--name", "one"])
-    assert two["summary"]["processes"] == 2 and one["summary"]["processes"] == 1
-    for key in ("loss", "grad_norm", "val_loss", "lr", "tokens"):
-        assert two["history"][key] == pytest.approx(one["history"][key], abs=1e-5), key
-    w1 = gpt.GPT.load(tmp_path / "gpt_train" / "one" / "model")
-    w2 = gpt.GPT.load(tmp_path / "gpt_train" / "ddp" / "model")
-    for (k, a), b in zip(w1.state_dict().items(), w2.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=k)
-    # Rank 0 alone wrote: one run folder, one checkpoint, no temporary folders.
-    run_dir = tmp_path / "gpt_train" / "ddp"
-    assert {p.name for p in run_dir.iterdir()} == {
-        "config.json", "tokenizer.json", "checkpoints", "model", "metrics.json",
-        "loss_curves.png"}
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-00000004"]
-    assert json.loads((tmp_path / "gpt_train" / "ddp" / "checkpoints" / "checkpoint-00000004"
-                       / "checkpoint.json").read_text())["world_size"] == 2

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
+import numpy as np
 import torch
 
 from superpose import _validate as v
@@ -22,8 +23,8 @@ Correlation = Literal["independent", "correlated", "anticorrelated"]
 CORRELATIONS: tuple[str, ...] = ("independent", "correlated", "anticorrelated")
 
 # A float, a per-feature (importance) or per-instance (feature_probability) list, or a full
-# [n_instances][n_features] nested list.
-Spec = Union[float, Sequence[float], Sequence[Sequence[float]]]
+# [n_instances][n_features] nested list (numpy arrays and tensors of those shapes too).
+Spec = Union[float, Sequence[float], Sequence[Sequence[float]], np.ndarray, torch.Tensor]
 
 
 def _freeze(x: Any) -> Any:
