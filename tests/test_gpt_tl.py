@@ -32,6 +32,9 @@ def toks(batch: int = 2, pos: int = 12) -> torch.Tensor:
 
 
 def test_hook_normalized_is_tl_meaning_before_the_learned_weight_and_bias():
+    # catches: LayerNorm hooks with another meaning than TL's (hook_scale the variance, or eps
+    # outside the sqrt; hook_normalized taken after w and b), a hooked LayerNorm path that differs
+    # from F.layer_norm, or unembed.hook_in / hook_out not seeing ln_final's output and the logits.
     m = make()
     t = toks()
     _, c = m.run_with_cache(t)
@@ -51,6 +54,9 @@ def test_hook_normalized_is_tl_meaning_before_the_learned_weight_and_bias():
 
 
 def test_a_hook_on_hook_normalized_edits_what_the_next_layer_reads():
+    # catches: a LayerNorm that ignores the value a hook on hook_normalized returns (the
+    # F.layer_norm fast path kept while hooked) or applies w and b before the hook (zeroing it would
+    # then give logits b_U instead of ln_final.b @ W_U + b_U).
     m = make()
     t = toks()
 
@@ -64,6 +70,11 @@ def test_a_hook_on_hook_normalized_edits_what_the_next_layer_reads():
 
 
 def test_switched_hooks_fire_only_when_switched_on_and_keep_the_function():
+    # catches: a hook on a switched-off point (hook_result, hook_q_input) that silently never fires
+    # instead of raising HookSwitchError naming the switch; switches that change the logits, or give
+    # hook_result / split inputs / hook_mlp_in other than per-head outputs summing to attn_out - b_O
+    # and copies of resid_pre / resid_mid; switches written to a shared GPTConfig, leaking into
+    # another model; set_use_hook_mlp_in accepted on an attention-only model.
     m = make()
     t = toks()
     base = m(t)
@@ -92,6 +103,9 @@ def test_switched_hooks_fire_only_when_switched_on_and_keep_the_function():
 
 
 def test_attn_in_hook_edits_one_head():
+    # catches: use_attn_in that does not give each head its own copy of the input (an edit to head
+    # 1's hook_attn_in would change the other heads' z, or be ignored), or hook_attn_in with another
+    # shape than [batch pos head d_model].
     m = make()
     m.set_use_attn_in(True)
     t = toks()
@@ -110,6 +124,11 @@ def test_attn_in_hook_edits_one_head():
 
 
 def test_forward_keywords():
+    # catches: GPT.forward mishandling TL's keywords: a loss unlike m.loss, loss_per_token not
+    # [batch pos-1] or not averaging to the loss, 'both' not (logits, loss), return_type=None
+    # returning logits, stop_at_layer / start_at_layer not splitting at blocks.1.hook_resid_pre; or
+    # an unknown return_type or keyword, past_kv_cache, attention_mask, or token ids passed as the
+    # residual stream with start_at_layer silently accepted instead of raising.
     m = make()
     t = toks()
     logits = m(t)
@@ -140,6 +159,10 @@ def test_forward_keywords():
 
 
 def test_text_in_and_out_with_a_tokenizer():
+    # catches: to_tokens / to_string / to_str_tokens / to_single_token not round-tripping through
+    # the tokenizer, forward on a string not tokenising as to_tokens does,
+    # tokens_to_residual_directions of a string not W_U's column, or a multi-character
+    # to_single_token, prepend_bos without a BOS, or text without a tokenizer accepted silently.
     tok = CharTokenizer.fit("abcdefghij klmnopq")
     m = GPT(GPTConfig(d_vocab=tok.vocab_size, n_layers=1, d_model=16, n_heads=2, n_ctx=16),
             device="cpu", tokenizer=tok)
@@ -161,6 +184,11 @@ def test_text_in_and_out_with_a_tokenizer():
 
 def test_toolbox_numbers_from_the_weights():
     """TL's ActivationCache tools on our GPT, each checked against a computation by hand."""
+    # catches: caches TL's ActivationCache tools read (hook_resid_*, ln_final.hook_scale, hook_z,
+    # attn_out) with wrong values, or W_O / b_O / W_U in the wrong layout, so accumulated_resid,
+    # decompose_resid (not summing to resid_post), stack_head_results (not summing to attn_out -
+    # b_O), logit_attrs or get_full_resid_decomposition give other numbers or labels; or
+    # accumulated_bias summing other biases.
     m = make()
     t = toks()
     _, c = m.run_with_cache(t)
@@ -194,6 +222,11 @@ def test_toolbox_numbers_from_the_weights():
 
 
 def test_patching_svd_and_circuits_run_on_our_gpt():
+    # catches: a GPT that breaks TL's patching or SVDInterpreter: a hook that ignores the patched
+    # value of resid_pre at position 5, hook_z with another shape than the per-head patcher expects,
+    # OV not W_V @ W_O per head, QK / OV not [layer head d_model d_model], SVDInterpreter's output
+    # not in TL's [d_vocab ... num_vectors] layout, or tl_parameters returning copies instead of
+    # views of W_QKV.
     m = make()
     t = toks()
     corrupted = t.clone()
@@ -219,6 +252,9 @@ def test_patching_svd_and_circuits_run_on_our_gpt():
 
 
 def test_to_hooked_transformer_on_this_transformer_lens():
+    # catches: on TL 3.x a to_hooked_transformer whose HookedTransformer computes other logits; on
+    # 4.x one that fails with an AttributeError (or anything but an ImportError saying TL has no
+    # HookedTransformer).
     m = make()
     if HAS_HOOKED_TRANSFORMER:      # 3.x: a real conversion (more in tests/interop)
         ht = to_hooked_transformer(m)
@@ -229,6 +265,9 @@ def test_to_hooked_transformer_on_this_transformer_lens():
 
 
 def test_is_hooked_sees_every_direction():
+    # catches: is_hooked / any_hooked missing a kind of hook (backward, forward-pre, a process-wide
+    # module hook), reset_hooks leaving a hook attached, or hooks.suspended not detaching every hook
+    # and putting them back; each lets a fast path skip a hook that is listening.
     m = make()
     hp = m.blocks[0].attn.hook_pattern
     assert not hooks.is_hooked(hp) and not hooks.any_hooked(m)
@@ -252,6 +291,9 @@ def test_is_hooked_sees_every_direction():
 
 def test_a_backward_hook_on_the_pattern_fires_and_sees_the_gradient():
     """The fused attention path has no pattern tensor: a backward hook must switch it off."""
+    # catches: the fused SDPA attention path taken when hook_pattern has only a backward hook (no
+    # pattern tensor, so the hook never fires), or a pattern gradient of the wrong shape or all
+    # zero.
     m = make()
     t = toks()
     seen = {}

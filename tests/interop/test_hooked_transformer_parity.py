@@ -15,6 +15,8 @@ from transformer_lens import patching as tl_patching
 
 from superpose.gpt import GPT, GPTConfig, from_hooked_transformer, to_hooked_transformer
 
+pytestmark = pytest.mark.science   # the interop tier (make test-science)
+
 V, CTX = 23, 10
 TOL = dict(atol=2e-5, rtol=2e-5)
 
@@ -38,6 +40,12 @@ ARCHS = [dict(positional=p, norm=n, attn_only=a) for p, n, a in
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: "-".join(str(x) for x in a.values()))
 def test_every_shared_hook_caches_the_same_values(arch):
+    # catches: a converter (to_hooked_transformer / tl_parameters) that puts a weight under the
+    # wrong TL name or layout (q|k|v order of W_QKV, W_O transposed, LN w and b swapped, a zero
+    # W_pos missing for positional='none'), a rotary or sinusoidal table unlike TL's, a hook that
+    # reads before or after the wrong op (hook_normalized after w and b), a hook TL has and we lack
+    # or vice versa, or a fused fast path (SDPA, F.layer_norm) whose logits differ from the hooked
+    # path, in all 16 positional x norm x attn_only combinations.
     m = random_gpt(**arch)
     ht = to_hooked_transformer(m)
     assert isinstance(ht, HookedTransformer)
@@ -57,6 +65,10 @@ def test_every_shared_hook_caches_the_same_values(arch):
 @pytest.mark.parametrize("switch", ["set_use_attn_result", "set_use_split_qkv_input",
                                     "set_use_attn_in", "set_use_hook_mlp_in"])
 def test_switched_hooks_match_hooked_transformer(switch):
+    # catches: a set_use_attn_result / set_use_split_qkv_input / set_use_attn_in /
+    # set_use_hook_mlp_in that is a no-op (its hook would be missing from the cache), that fires its
+    # hook with values other than TL's (hook_result before W_O, split inputs taken after ln1 instead
+    # of from resid_pre), or that changes the logits.
     m = random_gpt()
     ht = to_hooked_transformer(m)
     getattr(m, switch)(True)
@@ -74,6 +86,9 @@ def test_switched_hooks_match_hooked_transformer(switch):
 
 
 def test_a_hook_on_a_split_input_edits_one_head_as_in_tl():
+    # catches: split q/k/v inputs that share storage (zeroing k's head 2 would leak into q and v),
+    # an edit to hook_k_input that is ignored (the output would not change), or one applied to
+    # another head or to q instead of k (the output would differ from TL's).
     m = random_gpt()
     ht = to_hooked_transformer(m)
     for model in (m, ht):
@@ -91,6 +106,10 @@ def test_a_hook_on_a_split_input_edits_one_head_as_in_tl():
 
 
 def test_backward_hooks_see_the_same_gradients():
+    # catches: a fast path (fused SDPA, F.layer_norm, FastHookPoint's shortcut) taken while a
+    # backward hook is attached, so the hook never fires or sees another gradient; backward hooks
+    # missing from our hook points (fewer than 20 *_grad entries); or a return_type='loss' unlike
+    # TL's.
     m = random_gpt()
     ht = to_hooked_transformer(m)
     t = tokens()
@@ -108,6 +127,10 @@ def test_backward_hooks_see_the_same_gradients():
 
 
 def test_converters_round_trip_and_from_hooked_transformer():
+    # catches: a from_hooked_transformer that is not the inverse of to_hooked_transformer
+    # (W_Q/W_K/W_V mis-packed into W_QKV, rotary weights left permuted), LNPre loaded as anything
+    # but w=1, b=0, or act_fn / normalization_type misread (relu read as gelu, LNPre as no
+    # LayerNorm).
     m = random_gpt(positional="rotary")
     back = GPT.from_hooked_transformer(to_hooked_transformer(m))
     t = tokens()
@@ -135,6 +158,10 @@ def test_converters_round_trip_and_from_hooked_transformer():
     ("n_key_value_heads", 2, r"n_key_value_heads=2"),
 ])
 def test_from_hooked_transformer_refuses_what_we_cannot_express(field, value, message):
+    # catches: a check dropped from tl_config_checks / config_from_hooked_transformer, so an
+    # RMSNorm, gelu_new, parallel-attention, gated-MLP, shortformer or grouped-query
+    # HookedTransformer converts silently into a GPT computing a different function, or a refusal
+    # that does not name the field and its value.
     kw = dict(n_layers=1, d_model=16, n_ctx=CTX, d_head=4, n_heads=4, d_mlp=32, d_vocab=V,
               act_fn="gelu", normalization_type="LN", device="cpu")
     kw[field] = value
@@ -144,6 +171,9 @@ def test_from_hooked_transformer_refuses_what_we_cannot_express(field, value, me
 
 
 def test_post_ln_is_refused_by_the_converter():
+    # catches: tl_config_fields converting a post-LN GPT (which HookedTransformer cannot express)
+    # into a pre-LN HookedTransformer computing a different function, instead of a ValueError naming
+    # norm='post'.
     with pytest.raises(ValueError, match=r"norm='post'"):
         to_hooked_transformer(random_gpt(norm="post"))
 
@@ -161,6 +191,10 @@ def pair():
 
 
 def test_logit_lens_and_accumulated_resid(pair):
+    # catches: hook_resid_pre / hook_resid_mid / hook_resid_post or ln_final.hook_scale caching
+    # values unlike TL's (accumulated_resid reads them and applies ln_final by the cached scale),
+    # labels for layer / incl_mid unlike TL's, or m.unembed computing something other than the
+    # forward's unembedding (the last layer's lens would not equal the logits).
     m, ht, t, c1, c2 = pair
     for kw in (dict(apply_ln=True), dict(apply_ln=False), dict(layer=1, incl_mid=True,
                                                                 apply_ln=True)):
@@ -175,6 +209,10 @@ def test_logit_lens_and_accumulated_resid(pair):
 
 
 def test_direct_logit_attribution(pair):
+    # catches: embed / pos_embed / attn_out / mlp_out / hook_z caches or W_O, b_O, W_U, b_U unlike
+    # TL's, so decompose_resid, stack_head_results or logit_attrs give other numbers or labels; or
+    # components that do not add up to the residual stream, or W_U / tokens_to_residual_directions
+    # in the wrong orientation (attributions plus biases would not equal the logit difference).
     m, ht, t, c1, c2 = pair
     answer, wrong = t, (t + 1) % V       # an answer and a wrong token at every position
     for method in ("decompose_resid", "stack_head_results"):
@@ -202,6 +240,10 @@ def test_direct_logit_attribution(pair):
 
 
 def test_full_resid_decomposition_and_apply_ln_to_stack(pair):
+    # catches: mlp.hook_post, W_in, b_in, W_out, hook_z or b_O unlike TL's
+    # (get_full_resid_decomposition and stack_neuron_results expand neurons and heads through them),
+    # ln_final.hook_scale unlike TL's (apply_ln_to_stack divides by it), or components labelled in
+    # another order.
     m, ht, t, c1, c2 = pair
     for kw in (dict(apply_ln=True, expand_neurons=True), dict(apply_ln=True, expand_neurons=False),
                dict(layer=1, apply_ln=False)):
@@ -216,6 +258,10 @@ def test_full_resid_decomposition_and_apply_ln_to_stack(pair):
 
 
 def test_activation_patching(pair):
+    # catches: a hook point whose returned value is ignored (a fused path bypassing a patched
+    # hook_z, hook_pattern or hook_resid_pre), patched activations with another shape than TL's, or
+    # a forward where position 3 of block 0's resid_pre does not carry the whole corruption
+    # (patching it would not restore the clean metric, or patching position 4 would change it).
     m, ht, t, c1, c2 = pair
     corrupted = t.clone()
     corrupted[:, 3] = (t[:, 3] + 1) % V          # the prompts differ at position 3 only
@@ -240,6 +286,11 @@ def test_activation_patching(pair):
 
 
 def test_svd_interpreter_and_factored_circuits(pair):
+    # catches: W_Q, W_K, W_V, W_O, b_Q, b_O, W_in, W_out, W_U or W_E views (stacked [layer head ...]
+    # on the GPT, per block on attn) in another layout than TL's (W_Q without the transpose of
+    # W_QKV[0]), QK / OV FactoredMatrix built from the wrong factors (W_K not transposed, W_O for
+    # W_V), tl_parameters lacking a weight SVDInterpreter reads, accumulated_bias summing the wrong
+    # biases or layers, or tokens_to_residual_directions indexing W_U by row.
     m, ht, *_ = pair
     s1, s2 = SVDInterpreter(m), SVDInterpreter(ht)
     for kind, kw in (("OV", dict(head_index=1)), ("w_in", {}), ("w_out", {})):
@@ -263,6 +314,10 @@ def test_svd_interpreter_and_factored_circuits(pair):
                                 dict(return_type="loss", loss_per_token=True),
                                 dict(stop_at_layer=1), dict(return_type=None)])
 def test_forward_keywords_as_hooked_transformer(kw):
+    # catches: a forward that handles return_type='loss' / 'both' / None, loss_per_token,
+    # stop_at_layer or start_at_layer unlike HookedTransformer (a loss shifted by one position or
+    # averaged differently, stop_at_layer applying ln_final or stopping at another block,
+    # start_at_layer adding the embeddings again).
     m = random_gpt()
     ht = to_hooked_transformer(m)
     t = tokens()

@@ -25,6 +25,8 @@ from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 from superpose import sae
 from superpose.sae.io import FROM_SAELENS, REFUSED_SAELENS
 
+pytestmark = pytest.mark.science   # the interop tier (make test-science)
+
 D_IN, D_SAE, K, TOL = 16, 64, 4, 1e-5
 N_HEADS, D_HEAD = 4, 4
 HOOK, HOOK_Z = "blocks.0.hook_resid_post", "blocks.0.attn.hook_z"
@@ -162,6 +164,12 @@ def _case_id(case) -> str:
 def test_saelens_save_model_loads_here(case, tmp_path):
     """`save_model` of the SAELens SAE: ours equals the SAE itself and every SAELens loader
     that reads the folder (a batchtopk folder only loads as a TrainingSAE)."""
+    # catches: read_saelens_config mapping an architecture or flag wrongly (FROM_SAELENS, the
+    # defaults of apply_b_dec_to_input and rescale_acts_by_decoder_norm, reshape_activations),
+    # saelens_tensors not folding decoder norms into W_enc / b_enc / W_dec, not exponentiating
+    # log_threshold or not spreading topk_threshold over the latents, or an encode / decode /
+    # forward (ReLU, gated's gate and magnitude paths, JumpReLU's threshold, TopK's k, hook_z
+    # flattening) whose numbers or shapes differ from SAELens's by more than 1e-5.
     name, training, flags = case
     s = build(name, training, **flags)
     s.save_model(str(tmp_path / "m"))
@@ -185,6 +193,10 @@ def test_saelens_save_inference_model_loads_here(case, tmp_path):
     """`save_inference_model` of a training SAE (TopK folds its decoder norms there; BatchTopK
     and Matryoshka become JumpReLU with θ = topk_threshold): ours equals SAE.load_from_disk.
     A BatchTopK training checkpoint loaded here computes that same JumpReLU in eval mode."""
+    # catches: a loader that misreads what save_inference_model writes (TopK with its decoder norms
+    # folded in, BatchTopK / Matryoshka rewritten as JumpReLU with theta = topk_threshold), or our
+    # BatchTopK in eval mode not computing that JumpReLU with its threshold (a batch top-k would
+    # give other latents).
     name, training, flags = case
     s = build(name, training, **flags)
     s.save_inference_model(str(tmp_path / "i"))
@@ -202,6 +214,9 @@ def test_saelens_save_inference_model_loads_here(case, tmp_path):
 
 def test_every_saelens_architecture_is_handled():
     """A new SAELens architecture must be supported (and given a case above) or refused."""
+    # catches: FROM_SAELENS / REFUSED_SAELENS missing an architecture SAELens registers (its folders
+    # would hit 'unknown SAE architecture' rather than load or be refused on purpose), or a
+    # supported architecture with no case in LENS_CASES (untested).
     names = set(SAE_CLASS_REGISTRY) | set(SAE_TRAINING_CLASS_REGISTRY)
     unhandled = names - set(FROM_SAELENS) - set(REFUSED_SAELENS)
     assert not unhandled, f"SAELens architectures neither supported nor refused: {unhandled}"
@@ -217,6 +232,9 @@ REGISTERED = [(n, False) for n in sorted(SAE_CLASS_REGISTRY)] + \
 def test_every_registered_architecture_loads_or_is_refused(name, training, tmp_path):
     """Each registered class with its default config, through save_model (and
     save_inference_model for training classes): the same function, or a clear refusal."""
+    # catches: an architecture in REFUSED_SAELENS that load() accepts anyway, or refuses without
+    # naming the field and why; or a supported one whose default config, as SAELens's save_model /
+    # save_inference_model writes it, loads here computing a different function.
     s = build(name, training)
     folders = [("m", s.save_model)]
     if training:
@@ -243,6 +261,9 @@ def test_every_registered_architecture_loads_or_is_refused(name, training, tmp_p
 @pytest.mark.parametrize("norm", ["expected_average_only_in", "constant_norm_rescale",
                                   "layer_norm", "covariance_whitening"])
 def test_normalize_activations_is_refused(norm, tmp_path):
+    # catches: read_saelens_config ignoring normalize_activations (the SAE would load without
+    # SAELens's input normalisation and compute a different function) instead of refusing with the
+    # field and value named, for inference and training folders alike.
     for training in (False, True):
         s = build("standard", training, normalize_activations=norm)
         s.save_model(str(tmp_path / f"{training}"))
@@ -251,6 +272,9 @@ def test_normalize_activations_is_refused(norm, tmp_path):
 
 
 def test_non_integer_batchtopk_k_is_refused(tmp_path):
+    # catches: _whole rounding or truncating a fractional BatchTopK k (SAELens keeps k x batch
+    # latents per batch, so ours would keep a different number) instead of refusing with k=2.5
+    # named.
     build("batchtopk", True, k=2.5).save_model(str(tmp_path / "m"))
     with pytest.raises(ValueError, match=r"k=2\.5 is not supported"):
         sae.load(tmp_path / "m")
@@ -259,6 +283,8 @@ def test_non_integer_batchtopk_k_is_refused(tmp_path):
 def test_negative_jumprelu_threshold_is_refused(tmp_path):
     """SAELens's inference JumpReLU computes ReLU(z)·1[z > θ], its training one z·1[z > θ]:
     with θ < 0 they differ, and ours keeps log θ."""
+    # catches: a JumpReLU that accepts a negative threshold (ours stores log theta, so it would turn
+    # into NaN, and SAELens's inference and training JumpReLU disagree there) instead of refusing.
     s = build("jumprelu", True)
     with torch.no_grad():
         s.threshold[0] = -0.1
@@ -300,6 +326,11 @@ OURS_CASES = [(a, kw) for a in sae.ARCHITECTURES
 def test_saelens_loads_ours_and_we_load_theirs(arch, kw, tmp_path):
     """Ours saved here: SAE.load_from_disk and TrainingSAE.load_from_disk compute our function
     (BatchTopK's is its eval-mode JumpReLU); SAELens's save_model of that loads back here."""
+    # catches: SAE.save / to_saelens_config writing a cfg.json or tensors SAELens reads as another
+    # function (a wrong TO_SAELENS name, TopK without rescale_acts_by_decoder_norm=false so
+    # TrainingSAE rescales, apply_b_dec_to_input or reshape_activations dropped, our BatchTopK not
+    # written as a JumpReLU with its threshold, log_threshold / threshold confused), or a folder
+    # SAELens saves back that does not load here as the same function and reshape flag.
     s = ours_random(arch, **kw)
     s.save(tmp_path / "ours")
     x = inputs(kw.get("reshape_activations", "none"))
@@ -317,6 +348,9 @@ def test_saelens_loads_ours_and_we_load_theirs(arch, kw, tmp_path):
 def test_hook_z_shapes_match_saelens(tmp_path):
     """SAELens sae.py: encode flattens [..., n_heads, d_head], forward returns that shape;
     its decode un-flattens with the d_head its first encode saw, ours stays flat."""
+    # catches: hook_z input [..., n_heads, d_head] not flattened before encode (wrong latent shape),
+    # a forward that does not return the input's [..., n_heads, d_head] shape, or a decode of flat
+    # latents that does not return flat [..., d_in] rows.
     s = build("topk", False, reshape_activations="hook_z")
     s.save_model(str(tmp_path / "z"))
     ours = sae.load(tmp_path / "z", device="cpu")

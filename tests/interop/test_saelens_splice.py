@@ -14,6 +14,8 @@ from test_saelens_format import build
 from superpose import sae
 from superpose.gpt import GPT, GPTConfig, to_hooked_transformer
 
+pytestmark = pytest.mark.science   # the interop tier (make test-science)
+
 D_MODEL, N_HEADS = 16, 4
 HOOKS = {"blocks.0.hook_resid_post": D_MODEL, "blocks.1.attn.hook_z": D_MODEL,
          "blocks.1.hook_mlp_out": D_MODEL}
@@ -34,6 +36,11 @@ def model_pair() -> tuple[GPT, HookedSAETransformer]:
 @pytest.mark.parametrize("hook", list(HOOKS))
 @pytest.mark.parametrize("error_term", [False, True])
 def test_spliced_logits_equal_saelens(arch, hook, error_term, tmp_path):
+    # catches: sae.spliced / splice_hook computing something other than SAELens's run_with_saes at
+    # the hook (the activation not replaced by the reconstruction, hook_z not flattened to n_heads *
+    # d_head and back, the error term x - recon missing or with the wrong sign), a splice left
+    # attached after the with block or a no-op splice (without the error term the logits must
+    # change), or a loaded SAE or converted model whose numbers differ from SAELens's.
     m, theirs = model_pair()
     flags = {"reshape_activations": "hook_z"} if hook.endswith("hook_z") else {}
     lens = build(arch, training=False, seed=3, **flags)
