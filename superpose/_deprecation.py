@@ -61,3 +61,24 @@ def positional_option(func: str, name: str, args: tuple, value: Any,
     warn(f"passing {name} positionally to {func}() is deprecated; pass {name}=... by keyword",
          stacklevel=4)
     return args[0]
+
+
+def positional_options(func: str, lead: str, args: tuple, given: dict[str, Any],
+                       defaults: dict[str, Any]) -> list[Any]:
+    """Options that became keyword-only, in their old positional order: `given` maps each
+    name to the value passed by keyword (in that order), `defaults` to its default, `lead`
+    spells the positional arguments that remain ("n, d"). Returns the values to use, in the
+    order of `given`; warns when some came positionally."""
+    names = list(given)
+    kws = ", ".join(f"{n}=..." for n in names)
+    if len(args) > len(names):
+        raise TypeError(f"{func}() takes {lead} and then keywords, got {len(args)} more "
+                        f"positional arguments; pass {kws}")
+    if not args:
+        return list(given.values())
+    if any(given[n] != defaults[n] for n in names[:len(args)]):
+        raise TypeError(f"{func}() got {'/'.join(names)} both positionally and by keyword; "
+                        f"pass them only as {kws}")
+    warn(f"passing {' and '.join(names[:len(args)])} positionally to {func}() is deprecated; "
+         f"pass {kws} ({func}({lead}, {kws}))", stacklevel=4)
+    return [*args, *[given[n] for n in names[len(args):]]]

@@ -202,18 +202,9 @@ def angle_histogram(V: Float[Tensor, "n d"], *args: int | tuple[float | int, flo
     Returns (counts [bins] int64, edges [bins + 1] float64). `bins` and `range_deg`
     positionally are deprecated (pass bins=..., range_deg=...).
     """
-    if len(args) > 2:
-        raise TypeError(f"angle_histogram() takes V and then keywords, got {len(args)} more "
-                        "positional arguments; pass bins=..., range_deg=...")
-    if args:
-        if bins != 180 or (len(args) > 1 and range_deg is not None):
-            raise TypeError("angle_histogram() got bins/range_deg both positionally and by "
-                            "keyword; pass them only as bins=..., range_deg=...")
-        deprecation.warn("passing bins and range_deg positionally to angle_histogram() is "
-                         "deprecated; pass bins=..., range_deg=...")
-        bins = args[0]
-        if len(args) > 1:
-            range_deg = args[1]
+    bins, range_deg = deprecation.positional_options(
+        "angle_histogram", "V", args, {"bins": bins, "range_deg": range_deg},
+        {"bins": 180, "range_deg": None})
     U = unit_rows(V)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")

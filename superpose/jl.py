@@ -364,18 +364,8 @@ def default_ks(n: int | None = None, d: int | None = None, *args: float | int,
         n = deprecation.renamed_argument("default_ks", "n_samples", "n", n_samples, n)
     if n_features is not None:
         d = deprecation.renamed_argument("default_ks", "n_features", "d", n_features, d)
-    if len(args) > 2:
-        raise TypeError(f"default_ks() takes n, d and then keywords, got {len(args)} more "
-                        "positional arguments; pass eps=..., count=...")
-    if args:
-        if eps != 0.1 or (len(args) > 1 and count != 24):
-            raise TypeError("default_ks() got eps/count both positionally and by keyword; "
-                            "pass them only as eps=..., count=...")
-        deprecation.warn("passing eps and the grid size positionally to default_ks() is "
-                         "deprecated; pass eps=..., count=...")
-        eps = args[0]
-        if len(args) > 1:
-            count = args[1]
+    eps, count = deprecation.positional_options(
+        "default_ks", "n, d", args, {"eps": eps, "count": count}, {"eps": 0.1, "count": 24})
     for name, value in (("n", n), ("d", d)):
         if value is None:
             raise TypeError(f"default_ks() missing required argument {name!r}: call "

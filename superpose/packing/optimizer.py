@@ -79,18 +79,9 @@ def initial_vectors(n: int, d: int, *args: str | int, init: Init = "auto", seed:
     Deprecated: `init` and `seed` as the third and fourth positional arguments (now
     keyword-only: `initial_vectors(n, d, init=..., seed=...)`).
     """
-    if len(args) > 2:
-        raise TypeError(f"initial_vectors() takes n, d and then keywords, got {len(args)} more "
-                        "positional arguments; call initial_vectors(n, d, init=..., seed=...)")
-    if args:
-        if (init != "auto") or (len(args) > 1 and seed != 0):
-            raise TypeError("initial_vectors() got init/seed both positionally and by keyword; "
-                            "pass them only as init=..., seed=...")
-        deprecation.warn("passing init and seed positionally to initial_vectors() is "
-                         "deprecated; call initial_vectors(n, d, init=..., seed=...)")
-        init = args[0]
-        if len(args) > 1:
-            seed = args[1]
+    init, seed = deprecation.positional_options(
+        "initial_vectors", "n, d", args, {"init": init, "seed": seed},
+        {"init": "auto", "seed": 0})
     v.positive_int("n", n)
     v.positive_int("d", d)
     v.choice("init", init, INITS)
