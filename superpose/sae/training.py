@@ -182,7 +182,7 @@ class SAETrainHistory(History):
     frac_dead: list[float] = field(default_factory=list)
     resampled: list[int] = field(default_factory=list)
 
-    LOSS_LABEL: ClassVar[str] = "loss (MSE + sparsity + auxiliary)"
+    LOSS_LABEL: ClassVar[str] = "loss (MSE + the architecture's penalties)"
 
 
 @dataclass(kw_only=True)
