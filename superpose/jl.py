@@ -86,9 +86,10 @@ def min_dim(n: Numbers | None = None, *args: Numbers, eps: Numbers = 0.1,
         bad = e[~((e > 0) & (e < 1))].ravel()[0] if e.ndim else e
         raise ValueError(f"eps must be in (0, 1) (the allowed relative distortion), "
                          f"got {float(bad)!r}")
-    if not np.all(n >= 1):
-        bad = n[~(n >= 1)].ravel()[0] if n.ndim else n
-        raise ValueError(f"n (the number of points) must be >= 1, got {float(bad):g}")
+    if not np.all((n >= 1) & np.isfinite(n)):
+        bad = n[~((n >= 1) & np.isfinite(n))].ravel()[0] if n.ndim else n
+        raise ValueError(f"n (the number of points) must be a finite number >= 1, got "
+                         f"{float(bad):g}")
     return (4 * np.log(n) / (e ** 2 / 2 - e ** 3 / 3)).astype(np.int64)
 
 

@@ -26,6 +26,16 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def plain_name(what: str, name: str) -> str:
+    """`name` as one file or folder name inside a folder: no separators, no "..", not empty,
+    so that nothing a caller passes can read or write outside the folder it names."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
+            or "\\" in name or "\0" in name):
+        raise ValueError(f"{what} must be a plain file or folder name (no '/', '\\' or '..'), "
+                         f"got {name!r}")
+    return name
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)`, then rename the temporary file onto `path`.
 
@@ -43,6 +53,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete what interrupted writes left in `folder` (not below it): `atomic_write`'s
+    `.<name>.*.tmp` files and checkpoint writers' `.tmp-*` folders. Call it only where no
+    other process is writing (at the start of a run). Returns what was removed."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in folder.iterdir():
+        if p.is_dir() and p.name.startswith(".tmp-"):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+        elif p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -146,8 +176,8 @@ class Run:
                name: str | None = None) -> Run:
         """Make `<out>/<experiment>/<name>/` (`out` defaults to ./results, `name` to a
         timestamp); an existing folder of the same name gets a numeric suffix, never reused."""
-        base = Path(out if out is not None else "results") / experiment
-        stem = name or time.strftime("%Y%m%d-%H%M%S")
+        base = Path(out if out is not None else "results") / plain_name("experiment", experiment)
+        stem = plain_name("name", name) if name is not None else time.strftime("%Y%m%d-%H%M%S")
         path, i = base / stem, 1
         while path.exists():
             path, i = base / f"{stem}-{i}", i + 1
@@ -162,13 +192,15 @@ class Run:
 
     def save_figure(self, fig: Any, name: str, *, dpi: int = 120) -> Path:
         """Save a matplotlib figure as `<name>.png` atomically."""
+        plain_name("name", name)
         target = self.path / (name if name.endswith(".png") else f"{name}.png")
         atomic_write(target, lambda p: fig.savefig(p, dpi=dpi, format="png",
                                                    bbox_inches="tight"))
         return target
 
     def save_model(self, module: Any, name: str) -> Path:
-        return module.save(self.path / name)
+        target = self.path / plain_name("name", name)
+        return module.save(target)
 
 
 def experiment_main(run_fn: Callable[..., dict[str, Any]], description: str,

@@ -53,10 +53,11 @@ def test_min_dim_rejects_eps(eps):
 
 
 def test_min_dim_rejects_n_below_1():
-    with pytest.raises(ValueError, match=r"^n \(the number of points\) must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^n \(the number of points\) must be a finite "
+                                         r"number >= 1, got 0$"):
         jl.min_dim(0, eps=0.1)
-    with pytest.raises(ValueError, match=r"^n \(the number of points\) must be >= 1, "
-                                         r"got -5$"):
+    with pytest.raises(ValueError, match=r"^n \(the number of points\) must be a finite "
+                                         r"number >= 1, got -5$"):
         jl.min_dim([10, -5], eps=0.1)
 
 

@@ -201,6 +201,7 @@ def evaluate(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tenso
     try:
         for i, pair in enumerate(source):
             x, y = _check_pair(pair, i, "val_data")
+            check_token_ids(x, y, _vocab_size(model), f"val_data batch {i}")
             x, y = (t.tensor_split(world.world_size)[world.rank] for t in (x, y))
             if len(x) == 0:
                 continue
@@ -231,6 +232,38 @@ def _check_reiterable(data: Any, name: str) -> Iterator:
     return it
 
 
+IGNORE_INDEX = -100        # cross_entropy's: a target that counts in no loss
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    """The model's vocabulary size when its config says it (ours and TL's do)."""
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    return d_vocab if isinstance(d_vocab, int) and d_vocab > 0 else None
+
+
+def check_token_ids(x: Tensor, y: Tensor | None, d_vocab: int | None, where: str) -> None:
+    """Token ids in [0, d_vocab) and targets there too or IGNORE_INDEX, with at least one target
+    that counts: a batch of ignored targets has a NaN mean loss, an id out of range an
+    IndexError deep inside the embedding or the loss."""
+    tensors = [("tokens", x)] + ([("targets", y)] if y is not None else [])
+    for what, t in tensors:
+        if t.numel() == 0:
+            continue
+        real = t[t != IGNORE_INDEX] if what == "targets" else t
+        lo = int(real.min()) if real.numel() else 0
+        hi = int(real.max()) if real.numel() else 0
+        top = d_vocab - 1 if d_vocab is not None else None
+        if lo < 0 or (top is not None and hi > top):
+            bad = lo if lo < 0 else hi
+            allowed = f"0..{top}" if top is not None else "non-negative"
+            extra = f" or {IGNORE_INDEX} (ignored)" if what == "targets" else ""
+            raise ValueError(f"{where}: {what} hold the id {bad}, but ids must be {allowed}"
+                             f"{extra}; encode the text with the model's tokenizer")
+        if what == "targets" and real.numel() == 0:
+            raise ValueError(f"{where}: every target is {IGNORE_INDEX} (ignored), so the batch "
+                             "has no loss to average; give at least one real target per batch")
+
+
 def _check_pair(pair: Any, i: int, name: str) -> tuple[Tensor, Tensor]:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2
             and all(isinstance(t, Tensor) for t in pair)):
@@ -248,10 +281,11 @@ def _check_pair(pair: Any, i: int, name: str) -> tuple[Tensor, Tensor]:
 class _Batches:
     """The global batch of every step, from a TokenDataset (seeded generator) or an iterable."""
 
-    def __init__(self, data: Any, cfg: GPTTrainConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, data: Any, cfg: GPTTrainConfig, d_vocab: int | None = None) -> None:
+        self.cfg, self.d_vocab = cfg, d_vocab
         self.dataset = data if isinstance(data, TokenDataset) else None
         if self.dataset is not None:
+            check_token_ids(self.dataset.tokens, None, d_vocab, "data")   # once, whole set
             self.gen = torch.Generator(device=self.dataset.tokens.device).manual_seed(cfg.seed)
         else:
             try:
@@ -287,6 +321,7 @@ class _Batches:
                 raise ValueError(f"data ran out after {step} batches; give at least `steps` "
                                  f"({self.cfg.steps}) batches or lower steps") from None
             x, y = _check_pair(pair, step, "data")
+            check_token_ids(x, y, self.d_vocab, f"data batch {step}")
             if len(x) != self.cfg.batch_size:
                 raise ValueError(f"data batch {step} has {len(x)} sequences but batch_size is "
                                  f"{self.cfg.batch_size}; set batch_size={len(x)} (the global "
@@ -359,7 +394,7 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
     if saved is not None:
         model.load_state_dict(saved.weights)
         opt.load_state_dict(saved.optimizer)
-    batches = _Batches(data, cfg)
+    batches = _Batches(data, cfg, _vocab_size(model))
     history = TrainHistory.from_dict(saved.history) if saved is not None else TrainHistory()
     start = saved.step if saved is not None else 0
     tokens = int(saved.meta["tokens"]) if saved is not None else 0

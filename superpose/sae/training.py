@@ -337,6 +337,8 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
     cfg = v.replace_config(cfg or SAETrainConfig(), overrides)
     out_path = Path(out) if out is not None else None
     latest = ckpt_io.resume_point(out_path, resume, _MARKERS)
+    if out_path is not None:
+        runs.remove_leftovers(out_path / "sae")
     saved = _read_checkpoint(latest, sae, cfg) if latest is not None else None
 
     it: Iterator[Tensor] = iter(data)
@@ -362,7 +364,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
     gen = torch.Generator().manual_seed(cfg.seed)
     since_fired = torch.zeros(d_sae, dtype=torch.long, device=sae.device)
     history = SAETrainHistory()
-    start, samples, seconds_before = 0, 0, 0.0
+    start, samples, seconds_before, resampled_before = 0, 0, 0.0, 0
 
     if saved is not None:
         ckpt_io.check_matches_model(saved, sae, names)
@@ -372,6 +374,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
         gen.set_state(saved.rng["resample"])
         history = SAETrainHistory.from_dict(saved.history)
         start, samples, seconds_before = saved.step, int(saved.meta["samples"]), saved.seconds
+        resampled_before = int(saved.state.get("resampled_since_log", torch.zeros(())))
         for i in range(1, start):     # batch 0 is `first`; skip what was already trained on
             if next(it, None) is None:
                 raise ValueError(f"data ran out after {i} batches while skipping the {start} "
@@ -391,7 +394,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
     t0 = time.perf_counter()
     bar = _progress.bar(range(start, total), progress=progress, desc=f"sae {arch}",
                         leave=False, initial=start, total=total)
-    resampled, last_ckpt = 0, saved.path if saved is not None else None
+    resampled, last_ckpt = resampled_before, saved.path if saved is not None else None
     for step in bar:
         if first is not None:
             x, first = first, None
@@ -449,7 +452,8 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
                 out_path, done, format=CHECKPOINT_FORMAT, model=sae, optimizer=opt,
                 param_names=names, train_config=cfg, history=history.to_dict(),
                 rng={"resample": gen.get_state()},
-                state={"samples_since_fired": since_fired},
+                state={"samples_since_fired": since_fired,
+                       "resampled_since_log": torch.tensor(resampled)},
                 seconds=seconds_before + time.perf_counter() - t0, meta={"samples": samples},
                 keep=cfg.keep_checkpoints)
     bar.close()

@@ -104,13 +104,35 @@ def latest_checkpoint(out: str | Path, markers: tuple[str, ...] = (MARKER,)) -> 
 
 def resume_point(out: Path | None, resume: bool,
                  markers: tuple[str, ...] = (MARKER,)) -> Path | None:
-    """The checkpoint a run continues from under the one resume rule (module docstring)."""
+    """The checkpoint a run continues from under the one resume rule (module docstring).
+
+    Before the first step, so that no training is lost to a bad `out`: `out` must be a folder
+    (it is created), what interrupted writes left there is removed, and checkpoint folders
+    without their marker (edited or deleted by hand) are refused instead of being skipped and
+    later overwritten."""
     if not isinstance(resume, bool):
         raise ValueError(f"resume must be True or False, got {resume!r}")
     if out is None:
         if resume:
             raise ValueError("resume=True needs out=..., the folder holding the checkpoints")
         return None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file, not a folder; checkpoints need a folder "
+                         "of their own: choose another out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"out={str(out)!r} cannot be created ({e}); choose a writable "
+                         "folder") from None
+    for p in runs.remove_leftovers(out):
+        log.info("removed %s, left by an interrupted checkpoint write", p)
+    broken = sorted(p.name for p in out.iterdir()
+                    if p.is_dir() and _NAME.match(p.name) and not p.name.startswith(SWAP_PREFIX)
+                    and not any((p / m).is_file() for m in markers))
+    if broken:
+        raise ValueError(f"{out} holds checkpoint folders without their {MARKER} ({broken}): "
+                         "edited or damaged after they were written. Nothing was changed; move "
+                         "or delete them, then run again")
     latest = latest_checkpoint(out, markers)
     if latest is not None and not resume:
         raise ValueError(f"{out} already holds checkpoints (newest: {latest.name}); pass "

@@ -1,0 +1,149 @@
+"""Hostile input (issue 13): each case gets a clear ValueError naming the argument, the value and
+what is allowed — or a correct result — and nothing on disk is lost. Unit tier."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from superpose import gpt, jl, runs, sae, toy
+from superpose.train import checkpoint as ckpt_io
+
+
+def _gpt():
+    return gpt.GPT(gpt.GPTConfig(d_vocab=11, n_layers=1, d_model=8, n_heads=2, n_ctx=8),
+                   device="cpu")
+
+
+def _pairs(y_fill=None, x_hi=10, n=3):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        x = torch.randint(0, x_hi + 1, (4, 8), generator=g)
+        y = torch.randint(0, 11, (4, 8), generator=g) if y_fill is None else \
+            torch.full((4, 8), y_fill)
+        out.append((x, y))
+    return out
+
+
+# ---- GPT token ids ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data, message", [
+    (_pairs(y_fill=-100), r"data batch 0: every target is -100 \(ignored\)"),
+    (_pairs(y_fill=11), r"data batch 0: targets hold the id 11, but ids must be 0\.\.10 or -100"),
+    (_pairs(y_fill=-3), r"targets hold the id -3, but ids must be 0\.\.10"),
+    (_pairs(x_hi=40), r"data batch 0: tokens hold the id \d+, but ids must be 0\.\.10"),
+])
+def test_gpt_refuses_bad_token_ids_before_a_step(data, message, user_errors):
+    model = _gpt()
+    before = {k: t.clone() for k, t in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        gpt.train(model, data, steps=3, batch_size=4, progress=False, device="cpu")
+    assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
+
+
+def test_gpt_refuses_a_token_dataset_from_another_tokenizer(user_errors):
+    data = gpt.TokenDataset(torch.arange(200) % 50, 8)
+    with pytest.raises(ValueError, match=r"^data: tokens hold the id 49, but ids must be 0\.\.10"):
+        gpt.train(_gpt(), data, steps=2, batch_size=4, progress=False, device="cpu")
+    with pytest.raises(ValueError, match=r"val_data batch 0: tokens hold the id"):
+        gpt.evaluate(_gpt(), data, n_batches=1, batch_size=4)
+
+
+# ---- out= before the first step -----------------------------------------------------------
+
+def _train_into(kind, out, **kw):
+    if kind == "toy":
+        m = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2), device="cpu")
+        return toy.train(m, steps=4, out=out, progress=False, **kw)
+    if kind == "gpt":
+        return gpt.train(_gpt(), _pairs(n=4), steps=4, batch_size=4, out=out, progress=False,
+                         device="cpu", checkpoint_every=2, **kw)
+    s = sae.create(sae.SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2), device="cpu")
+    return sae.train(s, [torch.randn(16, 8) for _ in range(4)], steps=4, out=out,
+                     checkpoint_every=2, progress=False, **kw)
+
+
+@pytest.mark.parametrize("kind", ["toy", "gpt", "sae"])
+def test_out_that_is_a_file_fails_before_training(tmp_path, kind, user_errors, monkeypatch):
+    target = tmp_path / "results.txt"
+    target.write_text("my notes")
+    steps = []
+    monkeypatch.setattr(ckpt_io, "save_checkpoint", lambda *a, **k: steps.append(1))
+    with pytest.raises(ValueError, match=r"out='.*results\.txt' is a file, not a folder"):
+        _train_into(kind, target)
+    assert target.read_text() == "my notes" and not steps
+
+
+@pytest.mark.parametrize("kind", ["toy", "gpt", "sae"])
+def test_leftovers_of_an_interrupted_write_are_removed_at_the_start(tmp_path, kind):
+    (tmp_path / ".tmp-checkpoint-00000002-abc").mkdir()
+    (tmp_path / ".tmp-checkpoint-00000002-abc" / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / ".config.json.123.tmp").write_text("{")
+    (tmp_path / "notes.txt").write_text("kept")
+    r = _train_into(kind, tmp_path)
+    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "notes.txt").read_text() == "kept" and r.checkpoint.is_dir()
+
+
+def test_a_checkpoint_whose_marker_was_deleted_is_refused_not_overwritten(tmp_path, user_errors):
+    r = _train_into("gpt", tmp_path)
+    (r.checkpoint / "checkpoint.json").unlink()
+    weights = (r.checkpoint / "model.safetensors").read_bytes()
+    for resume in (False, True):
+        with pytest.raises(ValueError, match=r"checkpoint folders without their checkpoint"
+                                             r"\.json \(\['checkpoint-00000004'\]\)"):
+            _train_into("gpt", tmp_path, resume=resume)
+    assert (r.checkpoint / "model.safetensors").read_bytes() == weights
+
+
+def test_sae_resume_keeps_the_resampled_count_between_log_entries(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(32, 8, generator=g) for _ in range(12)]
+    kw = dict(steps=12, log_every=6, resample_every=2, dead_window=32, progress=False)
+
+    def make():
+        return sae.create(sae.SAEConfig(d_in=8, d_sae=32, architecture="relu",
+                                        sparsity_coefficient=30.0), device="cpu")
+
+    ref = sae.train(make(), batches, **kw)
+    assert sum(ref.history.resampled) > 0                  # the case is not vacuous
+
+    class Stop(Exception):
+        pass
+
+    def interrupted():
+        for i, x in enumerate(batches):
+            if i == 9:
+                raise Stop
+            yield x
+
+    with pytest.raises(Stop):
+        sae.train(make(), interrupted(), out=tmp_path, checkpoint_every=4, **kw)
+    r = sae.train(make(), batches, out=tmp_path, resume=True, checkpoint_every=4, **kw)
+    assert r.resumed_from == 8
+    assert r.history.resampled == ref.history.resampled
+
+
+# ---- names that escape their folder, infinities ---------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda tmp: runs.Run.create("../../x", out=tmp),
+    lambda tmp: runs.Run.create("exp", out=tmp, name="../x"),
+    lambda tmp: runs.Run.create("exp", out=tmp, name="a/b"),
+    lambda tmp: runs.Run.create("exp", out=tmp).save_figure(None, "../../escape"),
+    lambda tmp: runs.Run.create("exp", out=tmp).save_model(None, ".."),
+])
+def test_names_that_escape_the_results_folder_are_refused(tmp_path, call):
+    with pytest.raises(ValueError, match="must be a plain file or folder name"):
+        call(tmp_path / "results")
+    assert not list(tmp_path.glob("x")) and not list(tmp_path.glob("escape*"))
+
+
+def test_min_dim_of_infinity_is_an_error_not_a_negative_number():
+    with pytest.raises(ValueError, match=r"n \(the number of points\) must be a finite number "
+                                         r">= 1, got inf"):
+        jl.min_dim(float("inf"))
+    assert json.dumps(int(jl.min_dim(1e6, eps=0.5))) == "663"
