@@ -22,13 +22,15 @@ def non_negative_int(name: str, value: Any) -> None:
 
 
 def positive_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+            or not math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def non_negative_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+            or not math.isfinite(value)):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
 
 
 def choice(name: str, value: Any, allowed: Iterable[str]) -> None:

@@ -111,6 +111,10 @@ class ActivationStore:
             v.choice("normalize", normalize, NORMALIZE)
         elif normalize is not None:
             v.positive_float("normalize", normalize)
+            if float(normalize) > torch.finfo(dtype).max:
+                raise ValueError(f"normalize={normalize!r} overflows {dtype} (largest "
+                                 f"{torch.finfo(dtype).max:.3g}); a scaling factor must fit the "
+                                 "activations' dtype")
         v.positive_int("shard_size", shard_size)
         if epochs is not None:
             v.positive_int("epochs", epochs)

@@ -455,7 +455,8 @@ def test_top_k_only_samples_among_the_k_most_likely():
 
 def test_generate_argument_errors(user_errors):
     m = make()
-    with pytest.raises(ValueError, match="temperature must be a non-negative number, got -1"):
+    with pytest.raises(ValueError,
+                       match="temperature must be a non-negative finite number, got -1"):
         m.generate(toks(), 2, temperature=-1)
     with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
         m.generate(toks(), 2, top_k=0)

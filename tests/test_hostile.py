@@ -147,3 +147,26 @@ def test_min_dim_of_infinity_is_an_error_not_a_negative_number():
                                          r">= 1, got inf"):
         jl.min_dim(float("inf"))
     assert json.dumps(int(jl.min_dim(1e6, eps=0.5))) == "663"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: toy.train(toy.ToyModel(toy.ToyConfig(), device="cpu"), lr=float("inf")),
+     "lr must be a positive finite number, got inf"),
+    (lambda: gpt.GPTTrainConfig(weight_decay=float("inf")),
+     "weight_decay must be a non-negative finite number, got inf"),
+    (lambda: gpt.GPTTrainConfig(eps=float("inf")), "eps must be a positive finite number"),
+    (lambda: sae.SAEConfig(d_in=4, d_sae=8, activation_scale=float("inf")),
+     "activation_scale must be a positive finite number, got inf"),
+    (lambda: gpt.GPTConfig(d_vocab=11, init_std=float("inf")),
+     "init_std must be a positive finite number, got inf"),
+    (lambda: __import__("superpose.activations", fromlist=["x"]).ActivationStore.from_tensor(
+        torch.randn(10, 4), normalize=float("inf")), "normalize must be a positive finite"),
+    (lambda: __import__("superpose.activations", fromlist=["x"]).ActivationStore.from_tensor(
+        torch.randn(10, 4), normalize=1e39), r"normalize=1e\+39 overflows torch.float32"),
+    (lambda: gpt.GPT(gpt.GPTConfig(d_vocab=11), device="cpu").generate(
+        torch.zeros(1, 2, dtype=torch.long), 2, temperature=float("inf")),
+     "temperature must be a non-negative finite number, got inf"),
+])
+def test_infinity_never_passes_a_number_check(call, message, user_errors):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -285,15 +285,15 @@ def test_bad_input(user_errors):
         packing.pack(5, 3, init="orthonormal")
     with pytest.raises(ValueError, match="angle_deg must be a number in \\[0, 90\\), got 90"):
         packing.capacity(10, 90)
-    with pytest.raises(ValueError, match="lr must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got 0"):
         packing.pack(5, 3, lr=0)
     with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         packing.pack(0, 3)
     with pytest.raises(ValueError, match="d must be a positive integer, got 0"):
         packing.pack(5, 0)
-    with pytest.raises(ValueError, match="lr must be a positive number, got nan"):
+    with pytest.raises(ValueError, match="lr must be a positive finite number, got nan"):
         packing.pack(5, 3, lr=float("nan"))
-    with pytest.raises(ValueError, match="p_end must be a finite positive number, got inf"):
+    with pytest.raises(ValueError, match="p_end must be a positive finite number, got inf"):
         packing.pack(5, 3, p_end=float("inf"))
     with pytest.raises(ValueError, match="chunk must be a positive integer, got 0"):
         packing.pack(5, 3, chunk=0)

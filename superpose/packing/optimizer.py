@@ -221,8 +221,6 @@ def pack(n: int, d: int, *, steps: int = 2000, lr: float | int | None = None,
     for name, x in (("p_start", p_start), ("p_end", p_end), ("lr", lr)):
         if x is not None:
             v.positive_float(name, x)
-            if not math.isfinite(x):
-                raise ValueError(f"{name} must be a finite positive number, got {x!r}")
     if chunk is not None:
         v.positive_int("chunk", chunk)
     dev = v.resolve_device(device)
