@@ -170,3 +170,14 @@ def test_min_dim_of_infinity_is_an_error_not_a_negative_number():
 def test_infinity_never_passes_a_number_check(call, message, user_errors):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("batch, message", [
+    (torch.zeros(0, 1, 5), r"batch 0 is empty \(shape \[0, 1, 5\]\)"),
+    (torch.ones(4, 1, 5, dtype=torch.long), r"batch 0 has dtype torch.int64; feature values must "
+                                            r"be floating point"),
+])
+def test_toy_training_refuses_empty_and_integer_batches(batch, message, user_errors):
+    m = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2), device="cpu")
+    with pytest.raises(ValueError, match=message):
+        toy.train(m, steps=1, data=[batch], progress=False)

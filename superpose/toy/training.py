@@ -154,5 +154,11 @@ def _next_batch(batches: Iterator[Tensor], step: int, want: tuple[int, int],
         shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"batch {step} has shape {shape}; expected [batch, n_instances="
                          f"{want[0]}, n_features={want[1]}]")
+    if len(x) == 0:
+        raise ValueError(f"batch {step} is empty (shape {list(x.shape)}); every batch needs at "
+                         "least one row")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"batch {step} has dtype {x.dtype}; feature values must be floating "
+                         "point (e.g. x.float())")
     v.finite_tensor(f"batch {step}", x)
     return x.to(dev)
