@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 # `plot` pulls in matplotlib; load it (and any other heavy part) on first use.
 _LAZY = {"activations", "geometry", "gpt", "jl", "packing", "plot", "runs", "sae", "toy"}
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY | {"memory_limit", "MemoryEstimateError"})
+
+from superpose._memory import MemoryEstimateError, memory_limit  # noqa: E402  (no torch import)
 
 
 def __getattr__(name: str) -> Any:
