@@ -55,7 +55,7 @@ def parse_bytes(value: Any, what: str = "memory limit") -> int | None:
     return int(value)
 
 
-def format_bytes(n: float) -> str:
+def format_bytes(n: int | float) -> str:
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
@@ -116,7 +116,7 @@ def memory_limit(limit: int | float | str | None) -> Iterator[None]:
             _local.limit = old
 
 
-def check_allocation(what: str, n_bytes: float, device: Any = None) -> None:
+def check_allocation(what: str, n_bytes: int | float, device: Any = None) -> None:
     """Raise `MemoryEstimateError` if `n_bytes` (an estimate of what `what` will allocate on
     `device`) is above the current limit; the message gives the estimate, the limit and the
     two ways to override."""

@@ -181,3 +181,71 @@ def test_toy_training_refuses_empty_and_integer_batches(batch, message, user_err
     m = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2), device="cpu")
     with pytest.raises(ValueError, match=message):
         toy.train(m, steps=1, data=[batch], progress=False)
+
+
+# ---- sizes checked against a memory estimate before allocating ----------------------------
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: gpt.GPT(gpt.GPTConfig(d_vocab=10, n_layers=1, d_model=8, n_heads=2, n_ctx=10**9,
+                                   positional="sinusoidal")),
+     r"GPT\(.*n_ctx=1000000000, positional='sinusoidal'\) \(.*positional table 160\.0 GB"),
+    (lambda: gpt.GPT(gpt.GPTConfig(d_vocab=10**6, n_layers=1, d_model=4096, n_heads=2,
+                                   n_ctx=8)),
+     r"GPT\(d_vocab=1000000, d_model=4096.*\(weights 33\.6 GB"),
+    (lambda: toy.ToyModel(toy.ToyConfig(n_instances=10**4, n_features=10**4, n_hidden=100)),
+     r"ToyModel\(n_instances=10000, n_features=10000, n_hidden=100.*10,101,000,000 weights"),
+])
+def test_absurd_sizes_fail_before_allocating_with_the_estimate(build, message, monkeypatch):
+    monkeypatch.setenv("SUPERPOSE_MEMORY_LIMIT", "16GB")   # the same answer on any machine
+    import superpose
+
+    with pytest.raises(superpose.MemoryEstimateError,
+                       match=message + r".*more than the memory limit \(16\.0 GB on cpu\).*"
+                                       r"superpose\.memory_limit"):
+        build()
+
+
+def test_the_memory_limit_can_be_raised_or_turned_off_explicitly(monkeypatch):
+    import superpose
+    from superpose import _memory
+
+    monkeypatch.setenv("SUPERPOSE_MEMORY_LIMIT", "1MB")
+    cfg = gpt.GPTConfig(d_vocab=5000, n_layers=1, d_model=64, n_heads=2, n_ctx=16)
+    with pytest.raises(MemoryError, match=r"weights 2\.\d MB.*more than the memory limit "
+                                          r"\(1\.0 MB on cpu\)"):
+        gpt.GPT(cfg)
+    with superpose.memory_limit("1GB"):
+        gpt.GPT(cfg)
+    with superpose.memory_limit(None):
+        gpt.GPT(cfg)
+    monkeypatch.setenv("SUPERPOSE_MEMORY_LIMIT", "off")
+    gpt.GPT(cfg)
+    assert _memory.parse_bytes("1.5GiB") == int(1.5 * 2**30)
+    for bad in ("lots", -1, float("inf"), float("nan"), 0):
+        with pytest.raises(ValueError, match=r"memory limit must be"):
+            superpose.memory_limit(bad).__enter__()
+
+
+def test_training_state_is_checked_before_the_first_step(monkeypatch):
+    """The model fits, but gradients and Adam's moments (3x the weights) do not."""
+    model = toy.ToyModel(toy.ToyConfig(n_instances=4, n_features=500, n_hidden=100))
+    n = sum(p.numel() for p in model.parameters())
+    monkeypatch.setenv("SUPERPOSE_MEMORY_LIMIT", str(2 * 4 * n))
+    before = {k: t.clone() for k, t in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"training {n:,} parameters with Adam"):
+        toy.train(model, steps=2, batch_size=1, progress=False)
+    assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"toy training batches \(batch_size=100000 x "
+                                         r"n_instances=4 x n_features=500"):
+        toy.train(model, steps=2, batch_size=100_000, progress=False)
+
+
+def test_the_gpt_estimate_counts_every_parameter():
+    from superpose.gpt.model import memory_estimate
+
+    for kw in ({}, {"attn_only": True, "tied_embeddings": True, "positional": "rotary"},
+               {"norm": "post", "positional": "none", "d_mlp": 40}):
+        model = gpt.GPT(gpt.GPTConfig(d_vocab=50, n_layers=2, d_model=16, n_heads=2, n_ctx=8,
+                                      **kw))
+        n_learned = sum(p.numel() for p in model.parameters())
+        assert memory_estimate(model.cfg)["weights"] == 4 * n_learned, kw

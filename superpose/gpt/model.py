@@ -67,8 +67,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 
+from superpose import _memory, runs
 from superpose import _validate as v
-from superpose import runs
 from superpose.gpt.config import GPTConfig
 from superpose.hooks import FastHookPoint, is_hooked
 
@@ -123,6 +123,43 @@ def _sinusoidal_table(n_ctx: int, d_model: int) -> Tensor:
     table[:, 0::2] = angles.sin()
     table[:, 1::2] = angles.cos()[:, : d_model // 2]
     return table.float()
+
+
+def memory_estimate(cfg: GPTConfig) -> dict[str, int]:
+    """Bytes that building `GPT(cfg)` needs at its peak, by part (weights are drawn on the CPU,
+    float32): "weights", "attention masks" (one [n_ctx, n_ctx] bool per layer), and the
+    "positional table" / "rotary tables" built in float64 before the float32 copy."""
+    d, h, dh, layers = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.n_layers
+    per_block = 4 * h * dh * d + 3 * h * dh + d + 2 * d
+    if not cfg.attn_only:
+        per_block += 2 * d * cfg.d_mlp + cfg.d_mlp + d + 2 * d
+    params = cfg.d_vocab * d + layers * per_block + cfg.d_vocab
+    if cfg.norm == "pre":
+        params += 2 * d                                  # ln_final
+    if not cfg.tied_embeddings:
+        params += d * cfg.d_vocab
+    parts = {"weights": 4 * params}
+    if cfg.positional == "learned":
+        parts["weights"] += 4 * cfg.n_ctx * d
+    elif cfg.positional == "sinusoidal":
+        parts["positional table"] = (8 * 2 + 4) * cfg.n_ctx * d
+    elif cfg.positional == "rotary":
+        parts["rotary tables"] = layers * (8 * 3 + 4 * 2) * cfg.n_ctx * dh
+    parts["attention masks"] = layers * cfg.n_ctx * cfg.n_ctx + cfg.n_ctx * cfg.n_ctx
+    return parts
+
+
+def check_memory(cfg: GPTConfig, device: torch.device) -> None:
+    """`_memory.check_allocation` for `GPT(cfg)`: the whole peak on the CPU, where the weights
+    are drawn, and what stays resident on `device` when that is another one."""
+    parts = memory_estimate(cfg)
+    fields = (f"d_vocab={cfg.d_vocab}, d_model={cfg.d_model}, n_layers={cfg.n_layers}, "
+              f"n_ctx={cfg.n_ctx}, positional={cfg.positional!r}")
+    detail = ", ".join(f"{k} {_memory.format_bytes(b)}" for k, b in parts.items())
+    what = f"GPT({fields}) ({detail})"
+    _memory.check_allocation(what, sum(parts.values()), "cpu")
+    if device.type != "cpu":
+        _memory.check_allocation(what, sum(parts.values()), device)
 
 
 class _Circuits:
@@ -340,6 +377,7 @@ class GPT(_Circuits, HookedRootModule):
         self.cfg = cfg
         self.tokenizer = tokenizer
         dev = v.resolve_device(device)
+        check_memory(cfg, dev)
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
         self.hook_embed = FastHookPoint()          # [batch pos d_model]
         if cfg.positional == "learned":

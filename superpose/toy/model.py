@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from superpose import _memory, runs
 from superpose import _validate as v
-from superpose import runs
 from superpose.toy.config import ToyConfig
 
 
@@ -71,6 +71,12 @@ class ToyModel(HookedRootModule):
         else:
             gen.manual_seed(cfg.seed)
         inst, f, h = cfg.n_instances, cfg.n_features, cfg.n_hidden
+        n_weights = inst * h * f * (2 if cfg.variant == "abs" else 1) + inst * (f + h)
+        what = (f"ToyModel(n_instances={inst}, n_features={f}, n_hidden={h}, "
+                f"variant={cfg.variant!r}) ({n_weights:,} weights)")
+        _memory.check_allocation(what, 2 * 4 * n_weights, "cpu")    # drawn, then scaled
+        if dev.type != "cpu":
+            _memory.check_allocation(what, 4 * n_weights, dev)
         # Xavier-normal per instance (fan_in + fan_out = n_hidden + n_features). torch's own
         # xavier on a 3-d tensor would count n_instances into the fan and change the init with
         # the size of the sweep.

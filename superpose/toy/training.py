@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from superpose import _progress, hooks
+from superpose import _memory, _progress, hooks
 from superpose import _validate as v
 from superpose.toy.analytic import VARIANTS as ANALYTIC_VARIANTS
 from superpose.toy.analytic import AnalyticStep
@@ -72,6 +72,12 @@ def train(model: ToyModel, cfg: TrainConfig | None = None, *,
         saved = ckpt_io.read_checkpoint(latest, CHECKPOINT_FORMAT)
         ckpt_io.check_resume_config(saved.train_config, cfg, saved.path, ckpt_io.RESUMABLE)
     dev = model.device
+    # A step holds a few [batch, n_instances, n_features] tensors: the batch, its
+    # reconstruction, the error and their gradients (about six; float32).
+    _memory.check_allocation(
+        f"toy training batches (batch_size={cfg.batch_size} x n_instances="
+        f"{model.cfg.n_instances} x n_features={model.cfg.n_features}, about 6 such tensors "
+        "per step)", 6 * 4 * cfg.batch_size * model.cfg.n_instances * model.cfg.n_features, dev)
     importance = model.cfg.importance_tensor().to(dev)
     probability = model.cfg.probability_tensor().to(dev)
     gen = make_generator(cfg.seed, dev)

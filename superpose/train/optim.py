@@ -17,8 +17,26 @@ def adam(params: Iterable[Any], *, lr: float, betas: tuple[float, float] = (0.9,
     With weight_decay 0 the two are the same update."""
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     params = list(params)
+    check_memory(params)
     kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     try:
         return cls(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
         return cls(params, foreach=True, **kw)
+
+
+def check_memory(params: list[Any]) -> None:
+    """Gradients and Adam's two moments take three more copies of the trainable weights: check
+    that they fit (`superpose.memory_limit` to override) before the first step allocates them."""
+    from superpose import _memory
+
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    by_device: dict[torch.device, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            by_device[t.device] = by_device.get(t.device, 0) + t.numel() * t.element_size()
+    for device, n in by_device.items():
+        count = sum(t.numel() for t in tensors if isinstance(t, torch.Tensor)
+                    and t.device == device)
+        _memory.check_allocation(f"training {count:,} parameters with Adam (gradients and two "
+                                 "moment buffers, 3x the weights)", 3 * n, device)
