@@ -249,3 +249,20 @@ def test_the_gpt_estimate_counts_every_parameter():
                                       **kw))
         n_learned = sum(p.numel() for p in model.parameters())
         assert memory_estimate(model.cfg)["weights"] == 4 * n_learned, kw
+
+
+def test_losses_refuse_targets_outside_the_logits_vocabulary(user_errors):
+    tokens = torch.randint(0, 11, (2, 8))
+    logits = _gpt()(tokens)
+    for fn in (gpt.next_token_loss, gpt.per_token_loss):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: target token ids .* must lie in "
+                                             r"\[0, d_vocab=11\).*got values in \[\d+, 6\d\]"):
+            fn(logits, tokens + 50)
+        with pytest.raises(ValueError, match=r"tokens must hold integer token ids"):
+            fn(logits, tokens.float())
+        assert torch.isfinite(fn(logits, tokens)).all()
+
+
+def test_token_dataset_refuses_negative_ids():
+    with pytest.raises(ValueError, match=r"tokens must be token ids >= 0, got -3 at position 4"):
+        gpt.TokenDataset(torch.tensor([0, 1, 2, 3, -3, 5, 6, 7, 8, 9]), 4)

@@ -224,6 +224,9 @@ class TokenDataset:
             raise ValueError("tokens must be a 1-D integer tensor (e.g. tokenizer.encode(text))"
                              f", got {getattr(tokens, 'shape', type(tokens).__name__)}")
         v.positive_int("n_ctx", n_ctx)
+        if len(tokens) and int(tokens.min()) < 0:
+            raise ValueError(f"tokens must be token ids >= 0, got {int(tokens.min())} at position "
+                             f"{int(tokens.argmin())}")
         if len(tokens) < n_ctx + 1:
             raise ValueError(f"need at least n_ctx + 1 = {n_ctx + 1} tokens for one window and "
                              f"its targets, got {len(tokens)}; use a shorter n_ctx or more text")

@@ -824,6 +824,13 @@ def _check_next_token(what: str, logits: Tensor, tokens: Tensor) -> None:
     if logits.shape[:2] != tokens.shape or tokens.shape[1] < 2:
         raise ValueError(f"{what} needs logits [batch, pos, d_vocab] and tokens [batch, pos] "
                          f"with pos >= 2, got {list(logits.shape)} and {list(tokens.shape)}")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise ValueError(f"{what}: tokens must hold integer token ids, got dtype {tokens.dtype}")
+    lo, hi = int(tokens[:, 1:].min()), int(tokens[:, 1:].max())
+    if lo < 0 or hi >= logits.shape[-1]:
+        raise ValueError(f"{what}: target token ids (tokens[:, 1:]) must lie in [0, d_vocab="
+                         f"{logits.shape[-1]}) of the logits, got values in [{lo}, {hi}]; the "
+                         "tokens come from another tokenizer or the logits from another model")
 
 
 def per_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
