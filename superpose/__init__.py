@@ -16,7 +16,9 @@ _LAZY = {"activations", "geometry", "gpt", "jl", "packing", "plot", "runs", "sae
 
 __all__ = sorted(_LAZY | {"memory_limit", "MemoryEstimateError"})
 
-from superpose._memory import MemoryEstimateError, memory_limit  # noqa: E402  (no torch import)
+# Sizes checked before allocating (superpose._memory; importing it does not import torch).
+from superpose._memory import MemoryEstimateError as MemoryEstimateError  # noqa: E402
+from superpose._memory import memory_limit as memory_limit  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 from transformer_lens.hook_points import HookPoint
 
+from superpose import _validate as v
+
 _DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 # torch's process-wide module hooks: dicts created once at import and mutated in place, so the
 # references stay valid (a missing one, on an older torch, is an empty stand-in).
@@ -75,6 +77,70 @@ def suspended(points: nn.Module | Iterable[nn.Module]) -> Iterator[None]:
                 setattr(p, name, d)
 
 
+def check_hook_name(model: nn.Module, name: Any) -> None:
+    """A ValueError listing close matches when `model` (any HookedRootModule, ours or
+    TransformerLens's) has no hook point `name`; TransformerLens itself raises a bare KeyError
+    or caches nothing."""
+    hook_dict = model.hook_dict
+    if not isinstance(name, str) or name in hook_dict:
+        return
+    near = v.close_matches(name, list(hook_dict))
+    context = model._hook_name_context() if hasattr(model, "_hook_name_context") else ""
+    lister = "model.hook_names()" if hasattr(model, "hook_names") else "model.hook_dict"
+    raise ValueError(f"this {type(model).__name__} has no hook point named {name!r}"
+                     + (f"; close matches: {near}" if near else "") + context
+                     + f"; {lister} lists all {len(hook_dict)}")
+
+
+class CheckedHookNames:
+    """Mixin for a HookedRootModule (put it before HookedRootModule in the bases): every way of
+    naming a hook point by string — add_hook, hooks, run_with_hooks, run_with_cache's
+    names_filter — checks the name first, and an unknown one is a ValueError with close
+    matches. Signatures are TL 3.9's and 4.x's (extra positional arguments passed through)."""
+
+    hook_dict: dict[str, HookPoint]
+
+    def hook_names(self) -> list[str]:
+        """Every hook point name of this model, in forward order."""
+        return list(self.hook_dict)
+
+    def _check_hook_name(self, name: Any) -> None:
+        check_hook_name(self, name)          # type: ignore[arg-type]
+
+    def _check_names_filter(self, names_filter: Any) -> None:
+        if isinstance(names_filter, str):
+            self._check_hook_name(names_filter)
+        elif isinstance(names_filter, (list, tuple)):
+            for name in names_filter:
+                self._check_hook_name(name)
+
+    def add_hook(self, name: Any, hook: Any, *args: Any, **kwargs: Any) -> None:
+        self._check_hook_name(name)
+        return super().add_hook(name, hook, *args, **kwargs)       # type: ignore[misc]
+
+    def hooks(self, fwd_hooks: Any = (), bwd_hooks: Any = (), *args: Any,
+              **kwargs: Any) -> contextlib.AbstractContextManager:
+        for name, _ in [*fwd_hooks, *bwd_hooks]:
+            self._check_hook_name(name)
+        return super().hooks(list(fwd_hooks), list(bwd_hooks), *args,   # type: ignore[misc]
+                             **kwargs)
+
+    def run_with_hooks(self, *model_args: Any, fwd_hooks: Any = (), bwd_hooks: Any = (),
+                       **kwargs: Any) -> Any:
+        for name, _ in [*fwd_hooks, *bwd_hooks]:
+            self._check_hook_name(name)
+        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks),  # type: ignore
+                                      bwd_hooks=list(bwd_hooks), **kwargs)
+
+    def get_caching_hooks(self, names_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        self._check_names_filter(names_filter)
+        return super().get_caching_hooks(names_filter, *args, **kwargs)  # type: ignore[misc]
+
+    def add_caching_hooks(self, names_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        self._check_names_filter(names_filter)
+        return super().add_caching_hooks(names_filter, *args, **kwargs)  # type: ignore[misc]
+
+
 class _StopForward(Exception):
     """Raised by a capture hook once every requested activation is in hand."""
 
@@ -89,6 +155,10 @@ def capture(model: nn.Module, hook_names: Sequence[str], *model_args: Any,
     RuntimeError naming it (`context` is added to the message, e.g. which batch)."""
     captured: dict[str, Tensor] = {}
     wanted = list(dict.fromkeys(hook_names))
+    if not wanted:
+        raise ValueError("capture needs at least one hook name, got none")
+    for name in wanted:
+        check_hook_name(model, name)
 
     def make_hook(name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Tensor) -> None:

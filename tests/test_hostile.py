@@ -266,3 +266,64 @@ def test_losses_refuse_targets_outside_the_logits_vocabulary(user_errors):
 def test_token_dataset_refuses_negative_ids():
     with pytest.raises(ValueError, match=r"tokens must be token ids >= 0, got -3 at position 4"):
         gpt.TokenDataset(torch.tensor([0, 1, 2, 3, -3, 5, 6, 7, 8, 9]), 4)
+
+
+# ---- a diverged run stops with a clear error and keeps its last good checkpoint -----------
+
+def test_a_diverged_toy_run_stops_naming_the_instances():
+    model = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2, n_instances=3))
+    with pytest.raises(FloatingPointError, match=r"training loss of instance\(s\) \[0, 1, 2\] "
+                                                 r"became nan at step \d+ \(lr=1e\+30\); lower"):
+        toy.train(model, steps=50, lr=1e30, progress=False)
+
+
+def test_a_diverged_gpt_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = _gpt()
+    data = gpt.TokenDataset(torch.arange(400) % 11, 8)
+    calls = []
+
+    def blow_up_from_the_third_step(resid, hook):          # as if an update blew up
+        calls.append(1)
+        return resid * float("nan") if len(calls) >= 3 else resid
+
+    model.add_hook("blocks.0.hook_resid_pre", blow_up_from_the_third_step)
+    with pytest.raises(FloatingPointError, match=r"(loss became nan|holds NaN or inf) at step "
+                                                 r"3.*checkpoint.*checkpoint-00000002.* is kept"):
+        gpt.train(model, data, steps=6, batch_size=4, progress=False, device="cpu",
+                  out=tmp_path, checkpoint_every=1, keep_checkpoints=1, log_every=100)
+    assert ckpt_io.latest_checkpoint(tmp_path).name == "checkpoint-00000002"
+
+
+# ---- toy models: hook names, dtypes, schedule steps ----------------------------------------
+
+def test_toy_model_names_unknown_hook_points_with_close_matches():
+    from superpose import hooks
+
+    model = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2))
+    x = torch.rand(4, 1, 5)
+    near = r"has no hook point named 'hook_hiden'; close matches: \['hook_hidden', 'hook_out'\]"
+    with pytest.raises(ValueError, match=r"this ToyModel " + near):
+        model.run_with_hooks(x, fwd_hooks=[("hook_hiden", lambda a, hook: a)])
+    with pytest.raises(ValueError, match=near + r"; model\.hook_names\(\) lists all 2"):
+        model.run_with_cache(x, names_filter=["hook_out", "hook_hiden"])
+    with pytest.raises(ValueError, match=near):
+        model.add_hook("hook_hiden", lambda a, hook: a)
+    with pytest.raises(ValueError, match=near):
+        hooks.capture(model, ["hook_hiden"], x)
+    with pytest.raises(ValueError, match=r"capture needs at least one hook name"):
+        hooks.capture(model, [], x)
+    _, cache = model.run_with_cache(x, names_filter="hook_hidden")
+    assert list(cache.keys()) == ["hook_hidden"]
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.float64, torch.bool])
+def test_toy_model_refuses_inputs_of_another_dtype(dtype, user_errors):
+    model = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2))
+    with pytest.raises(ValueError, match=rf"input must have the weights' dtype torch\.float32, "
+                                         rf"got {dtype}; convert it with x\.to"):
+        model(torch.ones(4, 1, 5, dtype=dtype))
+
+
+def test_lr_at_refuses_a_negative_step():
+    with pytest.raises(ValueError, match=r"step must be a non-negative integer, got -1"):
+        toy.lr_at(-1, toy.TrainConfig())

@@ -55,7 +55,6 @@ measurable (benchmarks/gpt_speed.py).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -70,7 +69,7 @@ from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from superpose import _memory, runs
 from superpose import _validate as v
 from superpose.gpt.config import GPTConfig
-from superpose.hooks import FastHookPoint, is_hooked
+from superpose.hooks import CheckedHookNames, FastHookPoint, is_hooked
 
 
 class HookSwitchError(ValueError, AssertionError):
@@ -357,7 +356,7 @@ class Unembed(nn.Module):
         return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
 
 
-class GPT(_Circuits, HookedRootModule):
+class GPT(_Circuits, CheckedHookNames, HookedRootModule):
     """Decoder-only transformer; `forward(tokens) -> logits`. See the module docstring for the
     hook points, layouts and the fast/explicit attention paths.
 
@@ -578,43 +577,12 @@ class GPT(_Circuits, HookedRootModule):
             self.train(was_training)
         return tokens
 
-    # ---- hook names: an unknown name is an error that lists close matches ------------------
-    # TransformerLens raises a bare KeyError (add_hook, run_with_hooks) or silently caches
-    # nothing (run_with_cache with a list). These overrides check string names first and then
-    # defer to TL; their signatures are TL 3.9's and 4.x's (positional args passed through).
+    # ---- hook names: an unknown name is an error that lists close matches (hooks.CheckedHookNames)
 
-    def hook_names(self) -> list[str]:
-        """Every hook point name of this model, in forward order."""
-        return list(self.hook_dict)
-
-    def _check_hook_name(self, name: Any) -> None:
-        if isinstance(name, str) and name not in self.hook_dict:
-            near = v.close_matches(name, list(self.hook_dict))
-            cfg = self.cfg
-            raise ValueError(
-                f"this GPT has no hook point named {name!r}"
-                + (f"; close matches: {near}" if near else "")
-                + f". Hook points depend on the config (n_layers={cfg.n_layers}, "
-                f"positional={cfg.positional!r}, norm={cfg.norm!r}, attn_only={cfg.attn_only}); "
-                f"model.hook_names() lists all {len(self.hook_dict)}"
-            )
-
-    def _check_names_filter(self, names_filter: Any) -> None:
-        if isinstance(names_filter, str):
-            self._check_hook_name(names_filter)
-        elif isinstance(names_filter, (list, tuple)):
-            for name in names_filter:
-                self._check_hook_name(name)
-
-    def add_hook(self, name: Any, hook: Any, *args: Any, **kwargs: Any) -> None:
-        self._check_hook_name(name)
-        return super().add_hook(name, hook, *args, **kwargs)
-
-    def hooks(self, fwd_hooks: Any = (), bwd_hooks: Any = (), *args: Any,
-              **kwargs: Any) -> contextlib.AbstractContextManager:
-        for name, _ in [*fwd_hooks, *bwd_hooks]:
-            self._check_hook_name(name)
-        return super().hooks(list(fwd_hooks), list(bwd_hooks), *args, **kwargs)
+    def _hook_name_context(self) -> str:
+        cfg = self.cfg
+        return (f". Hook points depend on the config (n_layers={cfg.n_layers}, "
+                f"positional={cfg.positional!r}, norm={cfg.norm!r}, attn_only={cfg.attn_only})")
 
     def run_with_hooks(self, *model_args: Any, fwd_hooks: Any = (), bwd_hooks: Any = (),
                        **kwargs: Any) -> Any:
@@ -626,14 +594,6 @@ class GPT(_Circuits, HookedRootModule):
                 self.check_hooks_to_add(None, name, hook)
         return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks),
                                       bwd_hooks=list(bwd_hooks), **kwargs)
-
-    def get_caching_hooks(self, names_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
-        self._check_names_filter(names_filter)
-        return super().get_caching_hooks(names_filter, *args, **kwargs)
-
-    def add_caching_hooks(self, names_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
-        self._check_names_filter(names_filter)
-        return super().add_caching_hooks(names_filter, *args, **kwargs)
 
     def run_with_cache(self, *model_args: Any, **kwargs: Any
                        ) -> tuple[Tensor | None, ActivationCache]:

@@ -81,6 +81,7 @@ from superpose.gpt.train_config import (
 )
 from superpose.train import checkpoint as ckpt_io
 from superpose.train.optim import adam
+from superpose.train.result import check_loss_finite
 from superpose.train.schedule import SCHEDULES, lr_at, should_log
 
 log = logging.getLogger(__name__)
@@ -447,9 +448,7 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
                 opt.zero_grad(set_to_none=True)
                 if should_log(s, cfg.steps, cfg.log_every):
                     loss_value = float(dist_.all_reduce_mean_(loss))
-                    if not math.isfinite(loss_value) and world.is_main:
-                        log.warning("training loss is %s at step %d; lower lr, add warm-up or "
-                                    "clip gradients", loss_value, s)
+                    check_loss_finite(loss_value, s, lr, last_ckpt)
                     history.record(step=s, loss=loss_value, lr=lr, grad_norm=float(norm),
                                    tokens=tokens,
                                    seconds=seconds_before + time.perf_counter() - t0)

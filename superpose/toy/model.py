@@ -20,6 +20,7 @@ from transformer_lens.hook_points import HookPoint
 
 from superpose import _memory, runs
 from superpose import _validate as v
+from superpose.hooks import CheckedHookNames
 from superpose.toy.config import ToyConfig
 
 
@@ -33,7 +34,7 @@ class _Unset:
 _UNSET = _Unset()
 
 
-class ToyModel(HookedRootModule):
+class ToyModel(CheckedHookNames, HookedRootModule):
     """`n_instances` toy models; see `ToyConfig` for the variants.
 
     Hook points (TransformerLens names, usable with `run_with_cache` / `run_with_hooks`):
@@ -108,6 +109,10 @@ class ToyModel(HookedRootModule):
                 f"ToyModel expects input of shape [batch, n_instances={cfg.n_instances}, "
                 f"n_features={cfg.n_features}], got {list(x.shape)}"
             )
+        if x.dtype != self.b_final.dtype:
+            raise ValueError(f"ToyModel's input must have the weights' dtype {self.b_final.dtype}"
+                             f", got {x.dtype}; convert it with x.to({self.b_final.dtype}) (or "
+                             f"the model with model.to(dtype))")
         if cfg.variant == "abs":
             h = torch.relu(torch.einsum("ihf,bif->bih", self.W_in, x) + self.b_in)
             h = self.hook_hidden(h)

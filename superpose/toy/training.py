@@ -28,6 +28,7 @@ from superpose.toy.model import ToyModel
 from superpose.toy.train_config import ToyHistory, TrainConfig, TrainResult
 from superpose.train import checkpoint as ckpt_io
 from superpose.train.optim import adam
+from superpose.train.result import check_loss_finite
 from superpose.train.schedule import lr_at, should_log
 
 __all__ = ["TrainConfig", "TrainResult", "ToyHistory", "loss_per_instance", "lr_at", "target",
@@ -128,6 +129,7 @@ def train(model: ToyModel, cfg: TrainConfig | None = None, *,
         if log_now:
             assert loss is not None
             values = loss.detach().float().cpu().tolist()
+            check_loss_finite(values, step + 1, lr, last_ckpt)
             history.record(step=step + 1, loss=values, lr=lr,
                            seconds=seconds_before + time.perf_counter() - t0)
             if progress:

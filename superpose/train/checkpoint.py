@@ -231,6 +231,19 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": groups}
 
 
+def check_weights_finite(model: nn.Module, step: int, out: Path) -> None:
+    """A run whose weights went NaN or infinite has diverged: stop it (FloatingPointError)
+    rather than write a checkpoint that would push the last good one out of `keep`."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            good = latest_checkpoint(out) if out.is_dir() else None
+            kept = f"; the last good checkpoint, {good}, is kept" if good is not None else ""
+            raise FloatingPointError(
+                f"the training diverged: {name} holds NaN or inf at step {step}, so no "
+                f"checkpoint is written; lower the learning rate, add warm-up or clip "
+                f"gradients{kept}")
+
+
 def save_checkpoint(out: str | Path, step: int, *, format: str, model: nn.Module,
                     optimizer: torch.optim.Optimizer, param_names: list[str],
                     train_config: Any, history: Any, rng: dict[str, torch.Tensor],
@@ -239,6 +252,7 @@ def save_checkpoint(out: str | Path, step: int, *, format: str, model: nn.Module
     """Write the checkpoint of `step` into `out` atomically; keep the newest `keep`.
     `format` names the trainer ("superpose.gpt.checkpoint/1"); `meta` holds its counters."""
     out = Path(out)
+    check_weights_finite(model, step, out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".tmp-{checkpoint_name(step)}-"))
     final = out / checkpoint_name(step)

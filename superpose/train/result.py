@@ -105,3 +105,22 @@ class TrainResult:
     def steps_per_second(self) -> float:
         done = self.step - (self.resumed_from or 0)
         return done / self.seconds if self.seconds > 0 else math.inf
+
+
+def check_loss_finite(loss: float | list[float], step: int, lr: float,
+                      checkpoint: Path | None = None) -> None:
+    """The one rule of every trainer for a diverged run: a NaN or infinite training loss stops
+    it with a FloatingPointError (weights that are NaN are not a result), naming the step, the
+    learning rate and the newest checkpoint that is still good. A toy model's loss is a list,
+    one per instance: the message names the instances that diverged."""
+    values = loss if isinstance(loss, list) else [loss]
+    bad = [i for i, x in enumerate(values) if not math.isfinite(x)]
+    if not bad:
+        return
+    what = (f"the training loss became {values[bad[0]]}" if not isinstance(loss, list) else
+            f"the training loss of instance(s) {bad[:10]}{' ...' if len(bad) > 10 else ''} "
+            f"became {values[bad[0]]}")
+    kept = (f"; the checkpoint {checkpoint} (before it diverged) is kept"
+            if checkpoint is not None else "")
+    raise FloatingPointError(f"{what} at step {step} (lr={lr:.3g}); lower the learning rate, "
+                             f"add warm-up or clip gradients{kept}")

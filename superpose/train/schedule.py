@@ -67,6 +67,7 @@ def lr_at(step: int, cfg: Any, *, steps: int | None = None, lr: float | None = N
     comes from its data; its lr from its width)."""
     steps = cfg.steps if steps is None else steps
     lr = cfg.lr if lr is None else lr
+    v.non_negative_int("step", step)
     warm = resolve_steps(cfg.warmup_steps, steps)
     if step < warm:
         return lr * (step + 1) / warm
