@@ -73,6 +73,7 @@ def prev_token_scores_from(pattern: Float[Tensor, "layer batch head query key"]
     if pattern.ndim != 5 or pattern.shape[-1] != pattern.shape[-2] or pattern.shape[-1] < 2:
         raise ValueError(f"pattern must be [layer, batch, head, pos, pos] with pos >= 2, got "
                          f"{list(pattern.shape)}")
+    v.finite_tensor("pattern", pattern)
     q = torch.arange(1, pattern.shape[-1], device=pattern.device)
     return pattern[..., q, q - 1].mean(dim=(1, 3))
 
@@ -93,6 +94,7 @@ def induction_scores_from(pattern: Float[Tensor, "layer batch head query key"], 
     if pattern.ndim != 5 or pattern.shape[-1] != pattern.shape[-2]:
         raise ValueError(f"pattern must be [layer, batch, head, pos, pos], got "
                          f"{list(pattern.shape)}")
+    v.finite_tensor("pattern", pattern)
     n_pos = pattern.shape[-1]
     if copy_start < repeat - 1 or copy_start >= n_pos:
         raise ValueError(f"copy_start must be in [repeat - 1, pos) = [{repeat - 1}, {n_pos}), "
