@@ -25,6 +25,17 @@ share one width.
 Shuffling is SAELens's buffer: fill `buffer_size` rows, permute them with a seeded generator,
 yield half, refill, permute again. The same seed and the same source give the same batches.
 
+The disk cache (`cache_dir=`) is written so that nothing partial or damaged ever loads as if
+it were whole: shards of `shard_size` raw rows are written atomically (temporary file, fsync,
+rename) and `manifest.json` is rewritten after each one, listing every shard's row count, size
+and SHA-256 and, last of all, `"complete": true` once the source is used up (or the store is
+closed). `from_cache` checks the manifest (its own checksum included), every shard's size up
+front and every shard's hash when it is read; any mismatch is one ValueError naming the file.
+A cache whose writer was killed is refused unless `allow_partial=True`; `resume=True` with the
+same `cache_dir`, model, source and settings continues it after the last complete shard (the
+cached rows are read back, not recomputed), and ends with the files an uninterrupted run
+writes, bit for bit.
+
 `normalize="mean_norm"` multiplies every activation by one factor, estimated on the first
 buffer, so that the mean L2 norm is sqrt(d_in) (SAELens's convention: the same SAE
 hyper-parameters then work at every layer and model). `scaling_factor` reports it; an SAE
@@ -35,10 +46,14 @@ W_enc *= s, W_dec /= s, b_dec /= s (SAELens `fold_activation_norm_scaling_factor
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +62,21 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from superpose import _deprecation as deprecation
+from superpose import _memory as memory
 from superpose import _validate as v
 from superpose import hooks, runs
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-CACHE_FORMAT = "superpose.activations/1"
+CACHE_FORMAT = "superpose.activations/2"
+OLD_FORMATS = ("superpose.activations/1",)
 _KEY = "activations"                    # the tensor's name inside each shard
+_SHARD = re.compile(r"^shard_\d{5,}\.safetensors$")
 NORMALIZE = ("mean_norm",)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "float64": torch.float64}
+_CHECK_BYTES = 1 << 25                  # the NaN/inf check looks at this much at a time
 
 
 class ActivationStore:
@@ -78,8 +99,17 @@ class ActivationStore:
       normalize: None, "mean_norm", or a float (a scaling factor found before).
       stop_early: cut the forward pass short after the last requested hook (default True).
       cache_dir: also write every captured (raw, unscaled) row to safetensors shards of
-        `shard_size` rows there, with a manifest; read back with `from_cache`. Call `close()`
-        (or use `with store:`) to write the last partial shard of an endless source.
+        `shard_size` rows there, with a manifest; read back with `from_cache`. The cache is
+        marked complete when the source is used up, or by `close()` (which also writes the last
+        partial shard: needed for an endless source; `with store:` closes only when its block
+        ends without an exception, so an interrupted cache stays resumable).
+      resume: with `cache_dir` holding a cache that was interrupted, continue it: its rows are
+        read back (verified) and yielded as before, the source's batches that produced them
+        are skipped (not run), and capturing goes on after the last complete shard. The model,
+        source and settings must be the same. On a complete cache it replays the cache and
+        writes nothing; on an empty folder it starts afresh.
+      allow_partial: reading a cache (`from_cache`) whose writer did not finish is an error;
+        True reads the rows that are there, with a warning.
       epochs: passes over a tensor or cache source (None: forever; each pass reshuffled).
     """
 
@@ -90,7 +120,8 @@ class ActivationStore:
                  skip_bos: bool = False, instance: int | None = None,
                  normalize: str | float | None = None, stop_early: bool = True,
                  cache_dir: str | Path | None = None, shard_size: int = 65_536,
-                 epochs: int | None = 1) -> None:
+                 epochs: int | None = 1, resume: bool = False,
+                 allow_partial: bool = False) -> None:
         v.positive_int("batch_size", batch_size)
         if buffer_size is None:
             buffer_size = 16 * batch_size
@@ -118,6 +149,15 @@ class ActivationStore:
         v.positive_int("shard_size", shard_size)
         if epochs is not None:
             v.positive_int("epochs", epochs)
+        for name, flag in (("resume", resume), ("allow_partial", allow_partial)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        if resume and cache_dir is None:
+            raise ValueError("resume=True continues an activation cache; pass cache_dir=..., "
+                             "the folder it is written to")
+        if allow_partial and (model is not None or not isinstance(source, (str, Path))):
+            raise ValueError("allow_partial=True applies to reading a cache folder "
+                             "(ActivationStore.from_cache); leave it False here")
         self.batch_size, self.buffer_size, self.seed = batch_size, buffer_size, seed
         self.device = v.resolve_device(device)
         self.dtype = dtype
@@ -137,6 +177,8 @@ class ActivationStore:
         self._exhausted = False
         self._row_shape: tuple[int, ...] | None = None
         self._writer: _ShardWriter | None = None
+        self._buffer_checked = False
+        self._source_len: int | None = None
         self._toy = False
         self.model = model
 
@@ -149,7 +191,7 @@ class ActivationStore:
             if isinstance(source, Tensor):
                 self._init_tensor(source)
             elif isinstance(source, (str, Path)):
-                self._init_cache(Path(source))
+                self._init_cache(Path(source), allow_partial)
             else:
                 raise ValueError("with model=None, source must be a Tensor [N, d_in] of "
                                  "activations or the path of a cache folder, got "
@@ -160,7 +202,11 @@ class ActivationStore:
             if model is None:
                 raise ValueError("cache_dir writes activations captured from a model; a tensor "
                                  "or cache source is already on hand")
-            self._writer = _ShardWriter(Path(cache_dir), shard_size, self)
+            self._writer = _ShardWriter(Path(cache_dir), shard_size, self, resume)
+            if self._writer.resumed is not None:
+                self._chunks = self._resumed_chunks(self._writer.resumed, self._writer.folder)
+                if self._writer.complete:          # nothing left to write: replay the cache
+                    self._writer = None
 
     # ---- construction helpers ----------------------------------------------------------------
 
@@ -205,6 +251,11 @@ class ActivationStore:
             raise ValueError(f"instance= selects a ToyModel instance; {type(model).__name__} "
                              "has none (leave it None)")
         self.instance = instance
+        if isinstance(source, Sized) and not isinstance(source, (str, bytes)):
+            try:
+                self._source_len = len(source)
+            except TypeError:
+                self._source_len = None
         if isinstance(source, Tensor):
             raise ValueError("with a model, source must yield batches of model inputs (an "
                              "iterable, iterator or callable); to feed one fixed tensor of "
@@ -216,17 +267,18 @@ class ActivationStore:
         else:
             raise ValueError(f"source must be an iterable, an iterator or a callable of model "
                              f"inputs, got {type(source).__name__}")
-        self._chunks: Iterator[Tensor] = self._model_chunks(inputs)
+        self._inputs = inputs
+        self._chunks: Iterator[Tensor] = self._model_chunks(enumerate(inputs))
 
     def _init_tensor(self, acts: Tensor) -> None:
         if acts.ndim not in (2, 3) or acts.shape[0] == 0 or not acts.dtype.is_floating_point:
             raise ValueError(f"a tensor source must be float activations [N, d_in] (or [N, "
                              f"n_hooks, d_in]) with N >= 1, got {acts.dtype} "
                              f"{list(acts.shape)}")
-        bad = ~torch.isfinite(acts).flatten(1).all(dim=1)
-        if bad.any():
-            raise ValueError(f"source tensor holds NaN/inf activations (first in row "
-                             f"{int(bad.nonzero()[0])}); they would poison training")
+        bad = first_nonfinite_row(acts)
+        if bad is not None:
+            raise ValueError(f"source tensor holds NaN/inf activations (first in row {bad}); "
+                             "they would poison training")
         self._row_shape = tuple(acts.shape[1:])
         chunk = self.batch_size
 
@@ -235,23 +287,26 @@ class ActivationStore:
                 yield from acts.split(chunk)
         self._chunks = chunks()
 
-    def _init_cache(self, folder: Path) -> None:
-        self._manifest = _read_manifest(folder)
-        m = self._manifest
+    def _init_cache(self, folder: Path, allow_partial: bool) -> None:
+        self._manifest = m = _read_manifest(folder, allow_partial=allow_partial)
         self.hook_names = list(m["hook_names"])
         self._row_shape = tuple(m["row_shape"])
+        cached_dtype = DTYPES[m["dtype"]]
         if m["scaling_factors"] is not None and self.normalize is None:
             self._scale = torch.tensor(m["scaling_factors"], device=self.device,
                                        dtype=self.dtype).reshape(-1, 1)
             if len(self._row_shape) == 1:
                 self._scale = self._scale.reshape(1)
-        shards = [folder / s["file"] for s in m["shards"]]
-        counts = [s["count"] for s in m["shards"]]
+        elif self.normalize is None and m.get("normalize") == "mean_norm":
+            # a partial cache whose writer stopped before it estimated its factor: never serve
+            # unscaled rows where scaled ones were asked for, estimate it here instead
+            self.normalize = "mean_norm"
+        shards = [(folder / s["file"], s) for s in m["shards"]]
 
         def chunks() -> Iterator[Tensor]:
             for _ in self._epoch_range():
                 for i in torch.randperm(len(shards), generator=self._gen).tolist():
-                    rows = _load_shard(shards[i], counts[i], self._row_shape)
+                    rows = _load_shard(*shards[i], self._row_shape, cached_dtype)
                     rows = rows[torch.randperm(len(rows), generator=self._gen)]
                     yield rows.to(self.device, self.dtype)
         self._chunks = chunks()
@@ -294,34 +349,96 @@ class ActivationStore:
 
     # ---- capture -----------------------------------------------------------------------------
 
-    def _model_chunks(self, inputs: Iterator[Any]) -> Iterator[Tensor]:
+    def _model_chunks(self, inputs: Iterable[tuple[int, Any]]) -> Iterator[Tensor]:
+        for i, x in inputs:
+            yield self._capture_rows(x, i)
+
+    def _capture_rows(self, x: Any, i: int) -> Tensor:
+        """Source batch `i` -> its rows [n, *row_shape], checked finite."""
         model = self.model
         assert model is not None
         param = next(model.parameters(), None)
         model_device = param.device if param is not None else torch.device("cpu")
-        for i, x in enumerate(inputs):
-            if isinstance(x, (tuple, list)):
-                x = x[0]                                   # (inputs, targets)
-            if isinstance(x, Tensor):
-                x = x.to(model_device)
-            acts = self._capture(x, i)
-            rows = [self._rows(acts[n], n) for n in self.hook_names]
-            if len(rows) > 1:
-                widths = {n: r.shape[1] for n, r in zip(self.hook_names, rows)}
-                if len(set(widths.values())) > 1:
-                    raise ValueError(f"hooks captured together must share one width, got "
-                                     f"{widths}; use one store per hook")
-            out = (rows[0] if len(rows) == 1 else torch.stack(rows, dim=1))
-            out = out.to(self.device, self.dtype)
-            if self._row_shape is None:
-                self._row_shape = tuple(out.shape[1:])
-            bad = ~torch.isfinite(out).flatten(1).all(dim=1)
-            if bad.any():
-                raise ValueError(
-                    f"NaN/inf activations at {self.hook_names} in source batch {i} (0-based; "
-                    f"first bad row {int(bad.nonzero()[0])} of {len(out)}); refusing to yield "
-                    "them. Check the inputs of that batch and the model's weights")
-            yield out
+        if isinstance(x, (tuple, list)):
+            x = x[0]                                   # (inputs, targets)
+        if isinstance(x, Tensor):
+            x = x.to(model_device)
+        acts = self._capture(x, i)
+        rows = [self._rows(acts[n], n) for n in self.hook_names]
+        if len(rows) > 1:
+            widths = {n: r.shape[1] for n, r in zip(self.hook_names, rows)}
+            if len(set(widths.values())) > 1:
+                raise ValueError(f"hooks captured together must share one width, got "
+                                 f"{widths}; use one store per hook")
+        out = (rows[0] if len(rows) == 1 else torch.stack(rows, dim=1))
+        out = out.to(self.device, self.dtype)
+        if self._row_shape is None:
+            self._row_shape = tuple(out.shape[1:])
+        bad = first_nonfinite_row(out)
+        if bad is not None:
+            raise ValueError(
+                f"NaN/inf activations at {self.hook_names} in source batch {i} (0-based; "
+                f"first bad row {bad} of {len(out)}); refusing to yield "
+                "them. Check the inputs of that batch and the model's weights")
+        return out
+
+    def _resumed_chunks(self, m: dict[str, Any], folder: Path) -> Iterator[Tensor]:
+        """Continue an interrupted cache: replay the cached rows batch by batch (as the source
+        yielded them), skip the source batches that produced them, check that the source and
+        model still give the cached rows where the two overlap, then capture as usual."""
+        n_done, carry = m["batches"], m["carry"]
+        dtype, row_shape = DTYPES[m["dtype"]], tuple(m["row_shape"])
+        shards = iter(m["shards"])
+        tail: list[Tensor] = []                        # rows read but not yet yielded
+        n_tail = 0
+
+        def take(n: int) -> Tensor:
+            nonlocal tail, n_tail
+            while n_tail < n:
+                entry = next(shards)
+                tail.append(_load_shard(folder / entry["file"], entry, row_shape, dtype))
+                n_tail += len(tail[-1])
+            rows = torch.cat(tail) if len(tail) > 1 else tail[0]
+            tail, n_tail = ([rows[n:]] if n_tail > n else []), n_tail - n
+            return rows[:n]
+
+        last = None
+        for size, times in m["batch_rows"]:
+            for _ in range(times):
+                last = take(size)
+                yield last.to(self.device, self.dtype)
+        if carry:
+            last = take(carry)                         # the head of batch n_done: re-captured
+        check = n_done if carry else n_done - 1        # the batch compared with the cache
+        inputs = self._inputs
+        for i in range(check):
+            if next(inputs, _END) is _END:
+                raise ValueError(self._resume_mismatch(
+                    folder, f"the source ended after {i} batches, but the cache holds {n_done}"))
+        x = next(inputs, _END)
+        if x is _END:
+            raise ValueError(self._resume_mismatch(
+                folder, f"the source ended after {check} batches, but the cache holds rows of "
+                        f"batch {check}"))
+        rows = self._capture_rows(x, check)
+        assert last is not None
+        got = rows[:len(last)]
+        if got.shape != last.shape or not torch.allclose(got.float(), last.float(),
+                                                         rtol=1e-4, atol=1e-5):
+            diff = (f"max difference {(got.float() - last.float()).abs().max().item():.3g}"
+                    if got.shape == last.shape else
+                    f"shape {list(got.shape)} against {list(last.shape)}")
+            raise ValueError(self._resume_mismatch(
+                folder, f"source batch {check} gives other activations than the cache holds "
+                        f"({diff})"))
+        if carry:
+            yield rows
+        yield from self._model_chunks(enumerate(inputs, start=check + 1))
+
+    def _resume_mismatch(self, folder: Path, what: str) -> str:
+        return (f"resume=True: {what}; the model, the source or the settings differ from the "
+                f"run that wrote the activation cache {folder}. Resume with the same ones, or "
+                "write a new cache to another cache_dir")
 
     def _capture(self, x: Any, batch_index: int) -> dict[str, Tensor]:
         """One forward pass in eval mode without gradients, capturing only `self.hook_names`
@@ -382,12 +499,19 @@ class ActivationStore:
             if rows is None:
                 self._exhausted = True
                 if self._writer is not None:
-                    self._writer.flush()
+                    self._writer.finish()
                 break
             parts.append(rows)
             n += len(rows)
         if n == 0:
             return
+        if not self._buffer_checked:
+            self._buffer_checked = True
+            row = math.prod(parts[0].shape[1:]) * parts[0].element_size()
+            # the kept half, the rows joined to it, and their permuted copy
+            memory.check_allocation(f"the shuffling buffer (buffer_size={self.buffer_size} rows "
+                                    f"of {list(parts[0].shape[1:])})",
+                                    3 * max(self.buffer_size, n) * row, parts[0].device)
         buf = torch.cat(parts) if len(parts) > 1 else parts[0]
         if self.normalize == "mean_norm" and self._scale is None:
             self._scale = self._estimate_scale(buf)   # nothing scaled yet: buf is all raw
@@ -460,15 +584,18 @@ class ActivationStore:
         return None if f is None else f[0]
 
     def close(self) -> None:
-        """Write the last partial cache shard (no-op without `cache_dir`)."""
+        """Write the last partial cache shard and mark the cache complete (no-op without
+        `cache_dir`): the rows captured so far are the cache. Not needed when the source was
+        used up (that completes the cache on its own)."""
         if self._writer is not None:
-            self._writer.flush()
+            self._writer.finish()
 
     def __enter__(self) -> ActivationStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:        # interrupted: leave the cache resumable, not "complete"
+            self.close()
 
 
 def _call_forever(fn: Callable[[], Any]) -> Iterator[Any]:
@@ -485,19 +612,69 @@ def _call_forever(fn: Callable[[], Any]) -> Iterator[Any]:
 
 class _ShardWriter:
     """Appends raw rows; writes `shard_size`-row safetensors shards atomically, then rewrites
-    the manifest (so it only ever lists complete shards)."""
+    the manifest (so it only ever lists complete shards, with their sizes and hashes); marks
+    it complete in `finish`. With `resume`, picks up an interrupted cache in `folder`."""
 
-    def __init__(self, folder: Path, shard_size: int, store: ActivationStore) -> None:
-        if (folder / MANIFEST_FILE).exists():
-            raise FileExistsError(f"{folder} already holds an activation cache; read it with "
-                                  "ActivationStore.from_cache or choose a new cache_dir")
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path, shard_size: int, store: ActivationStore,
+                 resume: bool) -> None:
         self.folder, self.shard_size, self.store = folder, shard_size, store
         self.pending: list[Tensor] = []
         self.n_pending = 0
         self.shards: list[dict[str, Any]] = []
+        self.batch_rows: list[list[int]] = []      # rows per source batch, run-length coded
+        self.skip = 0                              # rows still to come that are on disk
+        self.complete = False
+        self.resumed: dict[str, Any] | None = None
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"cache_dir {folder} is a file; pass a folder (it is created if "
+                             "missing)")
+        if (folder / MANIFEST_FILE).exists():
+            if not resume:
+                raise FileExistsError(
+                    f"{folder} already holds an activation cache; read it with "
+                    "ActivationStore.from_cache, continue an interrupted one with "
+                    "resume=True, or choose a new cache_dir")
+            m = _read_manifest(folder, allow_partial=True, warn=False)
+            if m["format"] != CACHE_FORMAT:
+                raise ValueError(f"{folder / MANIFEST_FILE} was written by an older version "
+                                 f"({m['format']}), which cannot be resumed; write a new cache")
+            mine = self.settings()
+            theirs = {k: m.get(k) for k in mine}
+            differ = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]
+                      and not (k == "expected_batches" and None in (theirs[k], mine[k]))}
+            if differ:
+                pairs = differ.items()
+                raise ValueError(
+                    f"resume=True: the activation cache {folder} was written with other "
+                    f"settings ({', '.join(f'{k}={a!r}, now {b!r}' for k, (a, b) in pairs)}); "
+                    "resume with the same ones or write a new cache to another cache_dir")
+            self.shards, self.skip, self.complete = list(m["shards"]), m["count"], m["complete"]
+            self.resumed = m
+            store._row_shape = tuple(m["row_shape"])
+        runs.remove_leftovers(folder)               # what a killed writer left half-written
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed store must share with the one that started the cache."""
+        s = self.store
+        norm = s.normalize if s.normalize is None or isinstance(s.normalize, str) \
+            else float(s.normalize)
+        return {"hook_names": list(s.hook_names), "dtype": str(s.dtype).removeprefix("torch."),
+                "skip_positions": s.skip_positions, "instance": s.instance,
+                "normalize": norm, "shard_size": self.shard_size,
+                "expected_batches": s._source_len}
 
     def add(self, rows: Tensor) -> None:
+        n = len(rows)
+        if self.batch_rows and self.batch_rows[-1][0] == n:
+            self.batch_rows[-1][1] += 1
+        else:
+            self.batch_rows.append([n, 1])
+        if self.skip:                               # replayed from disk while resuming
+            k = min(self.skip, n)
+            rows, self.skip = rows[k:], self.skip - k
+            if not len(rows):
+                return
         self.pending.append(rows.detach().to("cpu"))
         self.n_pending += len(rows)
         if self.n_pending >= self.shard_size:
@@ -508,43 +685,114 @@ class _ShardWriter:
             rest = allrows[n_full:]
             self.pending, self.n_pending = ([rest] if len(rest) else []), len(rest)
 
-    def flush(self) -> None:
+    def finish(self) -> None:
+        """Write the last partial shard and mark the cache complete (not while a resumed
+        store is still replaying what is on disk: then the cache stays as it was)."""
+        if self.complete or self.skip:
+            return
         if self.n_pending:
-            self._write(torch.cat(self.pending))
+            self._write(torch.cat(self.pending), manifest=False)
             self.pending, self.n_pending = [], 0
+        self.complete = True
+        self.write_manifest()
 
-    def _write(self, rows: Tensor) -> None:
-        from safetensors.torch import save_file
+    def _write(self, rows: Tensor, *, manifest: bool = True) -> None:
+        from safetensors.torch import save
 
         name = f"shard_{len(self.shards):05d}.safetensors"
-        tensors = {_KEY: rows.contiguous()}
-        runs.atomic_write(self.folder / name, lambda p: save_file(tensors, str(p)))
-        self.shards.append({"file": name, "count": len(rows)})
-        self.write_manifest()
+        data = save({_KEY: rows.contiguous()})
+
+        def write(path: Path) -> None:
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        runs.atomic_write(self.folder / name, write)
+        self.shards.append({"file": name, "count": len(rows), "bytes": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest()})
+        if manifest:
+            self.write_manifest()
+
+    def _covered(self) -> tuple[list[list[int]], int]:
+        """The source batches whose rows are all on disk (run-length coded), and how many rows
+        of the next batch are on disk too."""
+        left = sum(sh["count"] for sh in self.shards)
+        done: list[list[int]] = []
+        for size, times in self.batch_rows:
+            full = min(times, left // size) if size else times
+            if full:
+                done.append([size, full])
+            left -= full * size
+            if full < times:
+                break
+        return done, left
 
     def write_manifest(self) -> None:
         s = self.store
         if not self.shards:
             return
         row_shape = s._row_shape
-        runs.write_json(self.folder / MANIFEST_FILE, {
+        done, carry = self._covered()
+        body = {
             "format": CACHE_FORMAT,
-            "hook_names": s.hook_names,
+            **self.settings(),
             "d_in": row_shape[-1] if row_shape else None,
             "row_shape": list(row_shape) if row_shape else None,
-            "dtype": str(s.dtype).removeprefix("torch."),
             "count": sum(sh["count"] for sh in self.shards),
-            "skip_positions": s.skip_positions,
-            "instance": s.instance,
             "scaling_factors": s.scaling_factors,     # raw rows are stored; this scales them
+            "batches": sum(t for _, t in done),
+            "carry": carry,
+            "batch_rows": done,
             "shards": self.shards,
-        })
+            "complete": self.complete,                # written last
+        }
+        body = runs.to_jsonable(body)
+        body["manifest_sha256"] = _manifest_hash(body)
+        runs.write_json(self.folder / MANIFEST_FILE, body)
 
     def __repr__(self) -> str:
         return f"_ShardWriter({self.folder}, {len(self.shards)} shards)"
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
+_END = object()
+
+
+def first_nonfinite_row(x: Tensor, chunk_bytes: int = _CHECK_BYTES) -> int | None:
+    """Index of the first row of `x` holding NaN or inf, or None. Looks at `chunk_bytes` of
+    `x` at a time, so the check costs a small fraction of `x`'s memory, not a multiple of it."""
+    if x.ndim == 0 or len(x) == 0:
+        return None
+    per_row = max(1, x[0].numel() * x.element_size())
+    step = max(1, chunk_bytes // per_row)
+    for start in range(0, len(x), step):
+        part = x[start:start + step]
+        ok = torch.isfinite(part)
+        if not bool(ok.all()):
+            return start + int((~ok.reshape(len(part), -1).all(dim=1)).nonzero()[0])
+    return None
+
+
+def _manifest_hash(body: dict[str, Any]) -> str:
+    text = json.dumps({k: x for k, x in body.items() if k != "manifest_sha256"},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _bad(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path} is not a valid activation-cache manifest: {what}; the cache is "
+                      "damaged or was edited by hand. Re-create it (or, if its writer was "
+                      "interrupted, continue it with resume=True)")
+
+
+def _is_count(x: Any, lo: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def _read_manifest(folder: Path, *, allow_partial: bool = False,
+                   warn: bool = True) -> dict[str, Any]:
+    """The manifest of the cache in `folder`, checked: its own hash, every field's type, the
+    shard names (plain names inside the folder), each shard's presence and size, the row
+    counts, and completeness (a partial cache is refused unless `allow_partial`)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; expected an activation cache "
                                 f"holding {MANIFEST_FILE} and safetensors shards")
@@ -553,37 +801,110 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder} has no {MANIFEST_FILE}, so it is not an activation "
                                 "cache (write one with ActivationStore(..., cache_dir=...))")
     m = runs.read_json(path)
-    keys = ("format", "hook_names", "row_shape", "dtype", "count", "scaling_factors", "shards")
-    missing = [k for k in keys if not isinstance(m, dict) or k not in m]
-    if missing or m["format"] != CACHE_FORMAT or not m["shards"] or not m["row_shape"]:
-        raise ValueError(f"{path} is not a valid activation-cache manifest (format "
-                         f"{CACHE_FORMAT!r}; missing keys {missing}, or no shards listed)")
+    if not isinstance(m, dict):
+        raise _bad(path, f"it holds a JSON {type(m).__name__}, not an object")
+    fmt = m.get("format")
+    if fmt not in (CACHE_FORMAT, *OLD_FORMATS):
+        raise _bad(path, f"format {fmt!r}, expected {CACHE_FORMAT!r}")
+    keys = ("hook_names", "row_shape", "dtype", "count", "scaling_factors", "shards")
+    if fmt == CACHE_FORMAT:
+        keys += ("complete", "batches", "carry", "batch_rows", "manifest_sha256")
+    missing = [k for k in keys if k not in m]
+    if missing:
+        raise _bad(path, f"missing keys {missing}")
+    if fmt == CACHE_FORMAT and m["manifest_sha256"] != _manifest_hash(m):
+        raise _bad(path, "its checksum does not match its content (it was edited after it "
+                         "was written)")
+    if not (isinstance(m["hook_names"], list)
+            and all(isinstance(h, str) for h in m["hook_names"])):
+        raise _bad(path, f"hook_names must be a list of names, got {m['hook_names']!r}")
+    rs = m["row_shape"]
+    if not (isinstance(rs, list) and len(rs) in (1, 2) and all(_is_count(d, 1) for d in rs)):
+        raise _bad(path, f"row_shape must be [d_in] or [n_hooks, d_in], got {rs!r}")
+    if m["dtype"] not in DTYPES:
+        raise _bad(path, f"dtype {m['dtype']!r} is not one of {sorted(DTYPES)}")
+    sf = m["scaling_factors"]
+    if sf is not None and not (isinstance(sf, list) and len(sf) in (1, rs[0])
+                               and all(isinstance(f, (int, float)) and not isinstance(f, bool)
+                                       and math.isfinite(f) and f > 0 for f in sf)):
+        raise _bad(path, f"scaling_factors must be null or positive finite numbers, got {sf!r}")
+    shards = m["shards"]
+    if not isinstance(shards, list) or not shards:
+        raise _bad(path, "no shards listed")
     total = 0
-    for sh in m["shards"]:
-        f = folder / sh["file"]
-        if not f.is_file():
-            raise FileNotFoundError(f"activation cache {folder}: shard {sh['file']} listed in "
+    for sh in shards:
+        name = sh.get("file") if isinstance(sh, dict) else None
+        if not isinstance(name, str) or not _SHARD.match(name):
+            raise _bad(path, f"shard name {name!r} is not of the form shard_00000.safetensors "
+                             "(a cache only reads files inside its own folder)")
+        if not _is_count(sh.get("count"), 1):
+            raise _bad(path, f"shard {name} has row count {sh.get('count')!r}")
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"activation cache {folder}: shard {name} listed in "
                                     f"{MANIFEST_FILE} is missing")
         total += sh["count"]
+    for sh in shards:                   # sizes after presence: a missing shard is named first
+        f, name = folder / sh["file"], sh["file"]
+        if fmt == CACHE_FORMAT:
+            if not (_is_count(sh.get("bytes")) and isinstance(sh.get("sha256"), str)):
+                raise _bad(path, f"shard {name} lacks its size or SHA-256")
+            size = f.stat().st_size
+            if size != sh["bytes"]:
+                raise ValueError(f"activation-cache shard {f} is corrupt: it holds {size} "
+                                 f"bytes, {MANIFEST_FILE} says {sh['bytes']} (truncated or "
+                                 "replaced after it was written); re-create the cache")
     if total != m["count"]:
-        raise ValueError(f"{path}: shard counts sum to {total} but count says {m['count']}")
+        raise _bad(path, f"shard counts sum to {total} but count says {m['count']}")
+    if fmt != CACHE_FORMAT:
+        m = {**m, "complete": True}
+        if warn:
+            log.warning("activation cache %s was written by an older version (%s): its shards "
+                        "carry no hashes and its completeness cannot be checked", folder, fmt)
+    elif not m["complete"]:
+        expected = m.get("expected_batches")
+        where = (f"{m['batches']} of {expected} source batches" if expected is not None
+                 else f"{m['batches']} source batches, the source's length unknown")
+        what = (f"activation cache {folder} is incomplete: its writer stopped after "
+                f"{m['count']} rows ({where})")
+        if not allow_partial:
+            raise ValueError(f"{what}. Continue it with ActivationStore(model, hook_name, "
+                             f"source, cache_dir=..., resume=True) and the same settings, or "
+                             "read the rows that are there with allow_partial=True")
+        if warn:
+            warnings.warn(f"{what}; reading those rows (allow_partial=True)"
+                          + ("; its scaling factor was never estimated, so it is estimated "
+                             "again from these rows" if m["scaling_factors"] is None
+                             and m.get("normalize") == "mean_norm" else ""), stacklevel=4)
     return m
 
 
-def _load_shard(path: Path, count: int, row_shape: tuple[int, ...]) -> Tensor:
+def _load_shard(path: Path, entry: dict[str, Any], row_shape: tuple[int, ...],
+                dtype: torch.dtype) -> Tensor:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        rows = load_file(str(path))[_KEY]
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"activation-cache shard {path} cannot be read ({e})") from None
+    if "bytes" in entry and len(data) != entry["bytes"]:
+        raise ValueError(f"activation-cache shard {path} is corrupt: it holds {len(data)} "
+                         f"bytes, {MANIFEST_FILE} says {entry['bytes']}; re-create the cache")
+    if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"activation-cache shard {path} is corrupt: its SHA-256 differs from "
+                         f"the one in {MANIFEST_FILE} (it changed after it was written); "
+                         "re-create the cache")
+    try:
+        rows = load(data)[_KEY]
     except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"activation-cache shard {path} is corrupt and cannot be read ({e}); "
                          "re-create the cache") from None
-    if tuple(rows.shape) != (count, *row_shape):
-        raise ValueError(f"activation-cache shard {path} holds shape {list(rows.shape)}, but "
-                         f"the manifest says [{count}, {', '.join(map(str, row_shape))}]")
-    bad = ~torch.isfinite(rows).flatten(1).all(dim=1)
-    if bad.any():
-        raise ValueError(f"activation-cache shard {path} holds NaN/inf (first in row "
-                         f"{int(bad.nonzero()[0])})")
+    count = entry["count"]
+    if tuple(rows.shape) != (count, *row_shape) or rows.dtype != dtype:
+        raise ValueError(f"activation-cache shard {path} holds {rows.dtype} "
+                         f"{list(rows.shape)}, but the manifest says {dtype} "
+                         f"[{count}, {', '.join(map(str, row_shape))}]")
+    bad = first_nonfinite_row(rows)
+    if bad is not None:
+        raise ValueError(f"activation-cache shard {path} holds NaN/inf (first in row {bad})")
     return rows
