@@ -105,8 +105,15 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: it is not UTF-8 text (byte {e.start} is "
+                         f"{e.object[e.start:e.start + 1]!r}); the file is corrupt or binary, "
+                         "not what superpose wrote") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt or was "
+        what = "it is empty" if not e.doc.strip() else str(e)
+        raise ValueError(f"{path} is not valid JSON ({what}); the file is corrupt or was "
                          "written by something else") from None
 
 

@@ -327,3 +327,20 @@ def test_toy_model_refuses_inputs_of_another_dtype(dtype, user_errors):
 def test_lr_at_refuses_a_negative_step():
     with pytest.raises(ValueError, match=r"step must be a non-negative integer, got -1"):
         toy.lr_at(-1, toy.TrainConfig())
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\x80\x81\xff{}", r"is not valid JSON: it is not UTF-8 text \(byte 0 is b'\\x80'\)"),
+    (b"", r"is not valid JSON \(it is empty\)"),
+    (b"  \n", r"is not valid JSON \(it is empty\)"),
+    (b'{"a": 1,', r"is not valid JSON \(Expecting property name"),
+])
+def test_read_json_turns_every_broken_file_into_one_value_error(tmp_path, content, message):
+    from superpose import runs
+
+    path = tmp_path / "cfg.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"cfg.json " + message):
+        runs.read_json(path)
+    with pytest.raises(ValueError, match=r"is a folder, not a JSON file"):
+        runs.read_json(tmp_path)
