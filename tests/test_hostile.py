@@ -344,3 +344,26 @@ def test_read_json_turns_every_broken_file_into_one_value_error(tmp_path, conten
         runs.read_json(path)
     with pytest.raises(ValueError, match=r"is a folder, not a JSON file"):
         runs.read_json(tmp_path)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\xff\xfe garbage", r"is not valid JSON: it is not UTF-8 text"),
+    (b'{"type": "char", "format_version": 1', r"is not valid JSON"),
+    (b"[1, 2]", r"is not a saved tokenizer \(expected a JSON object with a 'type' key"),
+    (b'{"type": "wordpiece", "format_version": 1}', r"tokenizer type must be one of"),
+    (b'{"type": "char", "format_version": 99, "chars": ["a"]}', r"has format_version 99"),
+    (b'{"type": "char", "format_version": 1}', r"key 'chars' must hold a list"),
+    (b'{"type": "char", "format_version": 1, "chars": ["b", "a", "a"]}',
+     r"tok.json: chars must be sorted and distinct.*the file is corrupt or was edited"),
+    (b'{"type": "char", "format_version": 1, "chars": ["ab"]}',
+     r"tok.json: chars must be single characters, got 'ab'"),
+    (b'{"type": "bpe", "format_version": 1, "tokenizer": {"model": 3}}',
+     r"the 'tokenizer' entry is not a valid HuggingFace tokenizer"),
+])
+def test_a_broken_tokenizer_file_is_one_value_error_naming_it(tmp_path, content, message):
+    from superpose.gpt import tokenizers
+
+    path = tmp_path / "tok.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        tokenizers.load_tokenizer(path)

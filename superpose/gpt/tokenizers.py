@@ -208,7 +208,10 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def _from_json(cls, data: dict[str, Any], path: Path) -> CharTokenizer:
         chars = _require(data, "chars", list, path)
-        return cls(chars)
+        try:
+            return cls(chars)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; the file is corrupt or was edited") from None
 
 
 class ByteTokenizer(Tokenizer):
