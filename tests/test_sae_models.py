@@ -529,7 +529,7 @@ def test_load_errors(tmp_path, user_errors):
     s = randomize(make("relu"))
     s.save(tmp_path / "a")
     cfg = json.loads((tmp_path / "a" / "cfg.json").read_text())
-    cfg["superpose"]["d_sae"] = 16
+    cfg["superpose"]["d_sae"] = cfg["d_sae"] = 16      # both libraries' keys edited alike
     (tmp_path / "a" / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"sae_weights.safetensors \(for relu, d_in=8, "
                                          r"d_sae=16\): its weights do not fit the model .*"
@@ -548,6 +548,11 @@ def test_load_errors(tmp_path, user_errors):
 
     s.save(tmp_path / "c")
     (tmp_path / "c" / "sae_weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="was changed after it was written"):
+        sae.load(tmp_path / "c")
+    cfg = json.loads((tmp_path / "c" / "cfg.json").read_text())
+    del cfg[io.HASH_KEY]                              # as a folder SAELens wrote: no hash
+    (tmp_path / "c" / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="is corrupt and cannot be read"):
         sae.load(tmp_path / "c")
 

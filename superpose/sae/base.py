@@ -24,6 +24,17 @@ Hook points (SAELens's names, usable with `run_with_cache` / `run_with_hooks`):
   hook_sae_error:     [*batch, d_in]   x − recon of the unhooked SAE; fires only when the SAE is
                                        spliced into a model with an error term
                                        (`superpose.sae.splice`, SAELens's use_error_term)
+
+Unknown hook names (`run_with_hooks`, `add_hook`, `run_with_cache(names_filter=...)`) are a
+ValueError with close matches (`superpose.hooks.CheckedHookNames`).
+
+NaN or inf in the input of `forward`, `encode`, `decode` or `decode_sparse` is a ValueError
+naming the method and the first bad row (one sum over the input, ~0.1% of an encode, instead
+of a silently NaN result). `training_forward` leaves it to the trainer, which checks every
+batch (`superpose.sae.training`).
+
+Building an SAE checks its memory estimate first (`memory_estimate`; override with
+`superpose.memory_limit`), so an absurd size fails before allocating.
 """
 
 from __future__ import annotations
@@ -43,8 +54,8 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from superpose import _memory, hooks, runs
 from superpose import _validate as v
-from superpose import runs
 from superpose.sae import io
 from superpose.sae.config import SAEConfig
 
@@ -112,7 +123,48 @@ class Encoded:
     extra: dict[str, Tensor] = field(default_factory=dict)
 
 
-class SAE(HookedRootModule, abc.ABC):
+def memory_estimate(cfg: SAEConfig) -> dict[str, int]:
+    """Bytes that building an SAE of `cfg` needs, by part: "weights" (every parameter and
+    buffer, in cfg.dtype) and the float32 "initialisation draw" of the decoder rows on the
+    CPU."""
+    d_in, d_sae = cfg.d_in, cfg.d_sae
+    per_latent = {"relu": 1, "topk": 1, "batchtopk": 1, "jumprelu": 2, "gated": 3}
+    n = 2 * d_in * d_sae + d_in + per_latent[cfg.architecture] * d_sae
+    if cfg.architecture == "batchtopk":
+        n += 1                                          # the scalar inference threshold
+    return {"weights": cfg.torch_dtype.itemsize * n, "initialisation draw": 4 * d_in * d_sae}
+
+
+def check_memory(cfg: SAEConfig, device: torch.device) -> None:
+    """`_memory.check_allocation` for an SAE of `cfg`: the weights and the draw on the CPU,
+    and the weights on `device` when that is another one."""
+    parts = memory_estimate(cfg)
+    detail = ", ".join(f"{k} {_memory.format_bytes(b)}" for k, b in parts.items())
+    what = (f"SAE(architecture={cfg.architecture!r}, d_in={cfg.d_in}, d_sae={cfg.d_sae}, "
+            f"dtype={cfg.dtype!r}) ({detail})")
+    _memory.check_allocation(what, sum(parts.values()), "cpu")
+    if device.type != "cpu":
+        _memory.check_allocation(what, parts["weights"], device)
+
+
+def check_finite(t: Tensor, what: str) -> None:
+    """A ValueError naming `what` and the first row (index over the leading dimensions) that
+    holds NaN or inf. One sum over `t` decides (NaN and inf propagate into it); only when it is
+    not finite (a bad value, or an overflowing sum of huge ones) is `t` searched."""
+    if not t.is_floating_point() or bool(torch.isfinite(t.sum())):
+        return
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    where = bad.nonzero()[0].tolist()
+    row = where[:-1] if t.ndim > 1 else where
+    row_text = str(row[0]) if len(row) == 1 else str(tuple(row))
+    raise ValueError(f"{what} holds NaN or inf (first at row {row_text}, value "
+                     f"{t[tuple(where)].item()}, shape {list(t.shape)}); clean the activations "
+                     "first (e.g. drop those rows), the result would be NaN")
+
+
+class SAE(hooks.CheckedHookNames, HookedRootModule, abc.ABC):
     """Abstract sparse autoencoder; build one with `superpose.sae.create(cfg)`."""
 
     architecture: ClassVar[str]   # our name, the registry key saved in the config
@@ -127,11 +179,13 @@ class SAE(HookedRootModule, abc.ABC):
                              "superpose.sae.create(cfg)")
         self.cfg = cfg
         dev, dtype = v.resolve_device(device), cfg.torch_dtype
+        check_memory(cfg, dev)
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         # Decoder rows: random directions of norm decoder_init_norm; encoder tied to it at the
-        # start (Anthropic April 2024 update; Gao et al. 2024, Sec. 2.4).
+        # start (Anthropic April 2024 update; Gao et al. 2024, Sec. 2.4). In place: the same
+        # numbers as w / norm * c without two more [d_sae, d_in] temporaries.
         w = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
-        w = w / w.norm(dim=-1, keepdim=True) * cfg.decoder_init_norm
+        w.div_(w.norm(dim=-1, keepdim=True)).mul_(cfg.decoder_init_norm)
         self.W_enc = nn.Parameter(w.T.contiguous().to(dev, dtype))
         self.W_dec = nn.Parameter(w.to(dev, dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=dev, dtype=dtype))
@@ -160,7 +214,7 @@ class SAE(HookedRootModule, abc.ABC):
         return {}
 
     def _decode_train(self, enc: Encoded) -> Tensor:
-        return self.decode(enc.acts)
+        return self._decode(enc.acts)
 
     def _scale_latents(self, norms: Tensor) -> None:
         """Fold per-latent factors into the encoder so each pre-activation i is multiplied by
@@ -232,11 +286,20 @@ class SAE(HookedRootModule, abc.ABC):
             return sae_in @ self.W_enc + bias, sae_in
         return x_s @ self.W_enc + (bias - self.b_dec @ self.W_enc), sae_in
 
+    def _check_input(self, t: Tensor, method: str) -> None:
+        check_finite(t, f"the input to {type(self).__name__}.{method}")
+
     def encode(self, x: Float[Tensor, "..."]) -> Float[Tensor, "*batch d_sae"]:
         """The latents of x [*batch, d_in] (or [*batch, n_heads, d_head] for "hook_z")."""
+        self._check_input(x, "encode")
         return self._encode(x).acts
 
     def decode(self, acts: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_in"]:
+        self._check_input(acts, "decode")
+        return self._decode(acts)
+
+    def _decode(self, acts: Tensor) -> Tensor:
+        """`decode` without the input check (latents this SAE's own encoder made)."""
         self._check_width(acts, self.cfg.d_sae, "latents")
         return self._finish_decode(acts.to(self.W_dec.dtype) @ self.W_dec + self.b_dec)
 
@@ -247,6 +310,10 @@ class SAE(HookedRootModule, abc.ABC):
         if values.shape != indices.shape:
             raise ValueError(f"values and indices must have one shape, got {list(values.shape)}"
                              f" and {list(indices.shape)}")
+        self._check_input(values, "decode_sparse")
+        return self._decode_sparse(values, indices)
+
+    def _decode_sparse(self, values: Tensor, indices: Tensor) -> Tensor:
         k = values.shape[-1]
         out = F.embedding_bag(indices.reshape(-1, k), self.W_dec, mode="sum",
                               per_sample_weights=values.reshape(-1, k).to(self.W_dec.dtype))
@@ -281,7 +348,8 @@ class SAE(HookedRootModule, abc.ABC):
     def forward(self, x: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
         """The reconstruction, in the shape of x (a "hook_z" SAE's [*batch, n_heads, d_head]
         input gets that shape back, as in SAELens)."""
-        return self.hook_sae_output(self._like_input(self.decode(self.encode(x)), x))
+        self._check_input(x, "forward")
+        return self.hook_sae_output(self._like_input(self._decode(self._encode(x).acts), x))
 
     def training_forward(self, x: Float[Tensor, "..."], *,
                          dead_mask: Bool[Tensor, " d_sae"] | None = None,

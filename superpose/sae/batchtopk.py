@@ -46,7 +46,7 @@ class BatchTopKSAE(SAE):
 
     def _decode_train(self, enc: Encoded) -> Tensor:
         if not self.training or is_hooked(self.hook_sae_acts_post):
-            return self.decode(enc.acts)
+            return self._decode(enc.acts)
         # gather only the kept decoder rows: sort the kept entries by row, one bag per row
         d_sae = self.cfg.d_sae
         order = enc.extra["flat_indices"].argsort()

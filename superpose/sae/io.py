@@ -16,6 +16,14 @@ A folder holds
   sae_weights.safetensors   W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],
                             threshold [d_sae] (JumpReLU; BatchTopK as JumpReLU), and b_gate,
                             r_mag, b_mag instead of b_enc for Gated.
+Integrity, in places SAELens ignores: cfg.json's top-level "superpose_sha256" holds the
+SHA-256 of sae_weights.safetensors, and that file's safetensors metadata holds
+"superpose_architecture" (ours). Loading verifies both where present (a folder SAELens wrote
+has neither): weights changed after they were written, or weights of another architecture
+than cfg.json says (ReLU and TopK tensors have the same names and shapes), are refused. Every
+failure reading a folder is one ValueError naming the file and what is wrong: unreadable or
+binary JSON, keys of the wrong type, SAELens keys that disagree with our "superpose" block,
+truncated or garbled tensors, non-float or NaN/inf weights.
 The layout follows SAELens 6.x `SAE.save_model` / `TrainingSAE.save_inference_model` /
 `load_from_disk` (sae_lens/saes/sae.py, sae_lens/loading/pretrained_sae_loaders.py). Loading
 never unpickles anything.
@@ -66,6 +74,10 @@ from superpose.sae.config import SAEConfig, own_options
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
+# cfg.json's top-level key {file name: SHA-256}, and the weights' safetensors metadata key
+# naming our architecture; SAELens reads neither (unknown keys are dropped, metadata unread).
+HASH_KEY = "superpose_sha256"
+ARCH_KEY = "superpose_architecture"
 # Version of our "superpose" block. 1: every SAEConfig field, the options of other
 # architectures included (unused, so reading drops them); 2: those options are null.
 FORMAT_VERSION = 2
@@ -170,14 +182,26 @@ def write_folder(path: str | Path, cfg_json: dict[str, Any], tensors: dict[str, 
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file; an SAE is saved as a folder")
     tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
-    text = json.dumps(cfg_json, indent=2) + "\n"
+    ours = cfg_json.get("superpose") if isinstance(cfg_json.get("superpose"), dict) else {}
+    metadata = {ARCH_KEY: str(ours["architecture"])} if "architecture" in ours else None
 
     def weights_then_config(tmp: Path) -> None:
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata=metadata)
+        text = json.dumps({**cfg_json, HASH_KEY: {WEIGHTS_FILE: sha256(tmp)}}, indent=2) + "\n"
         runs.atomic_write(folder / CFG_FILE, lambda p: p.write_text(text))
 
     runs.atomic_write(folder / WEIGHTS_FILE, weights_then_config)
     return folder
+
+
+def sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -252,6 +276,36 @@ def _whole(source: str, field: str, value: Any) -> int:
     return int(value)
 
 
+# cfg.json keys whose value must have a type (a list or dict where a name belongs would
+# otherwise reach a dict lookup as a raw TypeError): key, types, what the message says.
+_KEY_TYPES: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("superpose", dict, "an object (superpose's own SAEConfig)"),
+    ("architecture", str, "a string such as 'standard' or 'topk'"),
+    ("normalize_activations", (str, bool), "a string such as 'none'"),
+    ("reshape_activations", str, "'none' or 'hook_z'"),
+    ("activation_fn", str, "a string such as 'relu' or 'topk'"),
+    ("activation_fn_str", str, "a string such as 'relu' or 'topk'"),
+    ("activation_fn_kwargs", dict, "an object such as {\"k\": 32}"),
+    (HASH_KEY, dict, f"an object {{\"{WEIGHTS_FILE}\": \"<SHA-256>\"}}"),
+)
+# The SAELens keys that decide the function SAELens loads: they must say what our block says.
+_AGREE = ("architecture", "d_in", "d_sae", "k", "apply_b_dec_to_input", "dtype",
+          "normalize_activations", "reshape_activations", "rescale_acts_by_decoder_norm")
+
+
+def _check_agrees(data: dict[str, Any], cfg: SAEConfig, source: str) -> None:
+    """A folder with our "superpose" block loads from that block; SAELens loads the same
+    folder from its own keys. Where those say another function (a hand-edited architecture,
+    d_sae or k), the folder is refused: the two libraries would load different SAEs."""
+    want = to_saelens_config(cfg)
+    diff = [f"{key}: {data[key]!r} (SAELens reads this), superpose block says {want.get(key)!r}"
+            for key in _AGREE if key in data and data[key] != want.get(key)]
+    if diff:
+        raise ValueError(f"{source}: its SAELens keys and its \"superpose\" block describe "
+                         f"different SAEs ({'; '.join(diff)}); it was edited after it was "
+                         "written. Restore the file or save the SAE again")
+
+
 def _our_config(block: dict[str, Any], source: str) -> SAEConfig:
     """Our SAEConfig from a folder's "superpose" block. Version 1 blocks hold the options of
     every architecture (those of the others were ignored when the SAE was made), so they are
@@ -263,6 +317,10 @@ def _our_config(block: dict[str, Any], source: str) -> SAEConfig:
     ours = {k: x for k, x in block.items() if k != "format_version"}
     if version == 1:
         ours = own_options(ours)
+    missing = [k for k in ("d_in", "d_sae") if k not in ours]
+    if missing:      # (SAEConfig(**ours) would raise a bare TypeError)
+        raise ValueError(f"{source}: its \"superpose\" block has no {missing[0]!r}; the file "
+                         "was edited or damaged after it was written")
     try:
         return v.config_from_dict(SAEConfig, ours)
     except ValueError as e:
@@ -274,8 +332,14 @@ def read_saelens_config(data: dict[str, Any], *, source: str = CFG_FILE) -> SAEL
     else SAELens's keys, checked so that nothing that changes the function is ignored."""
     if not isinstance(data, dict):
         raise ValueError(f"{source} must hold a JSON object, got {type(data).__name__}")
-    if isinstance(data.get("superpose"), dict):
+    for key, kinds, what in _KEY_TYPES:
+        if data.get(key) is not None and not isinstance(data[key], kinds):
+            raise ValueError(f"{source}: {key} must be {what}, got {data[key]!r} "
+                             f"({type(data[key]).__name__}); the file is corrupt or was "
+                             "edited by hand")
+    if "superpose" in data:
         cfg = _our_config(data["superpose"], source)
+        _check_agrees(data, cfg, source)
         return SAELensFolder(cfg=cfg, architecture=data.get("architecture",
                                                             TO_SAELENS[cfg.architecture]))
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
@@ -390,14 +454,38 @@ def read_folder(path: str | Path) -> tuple[SAELensFolder, dict[str, Tensor]]:
     or by SAELens (`save_model` or `save_inference_model`; see the module docstring). A folder
     that is not an SAE, an unknown or unsupported architecture or option, or a corrupt file
     fail clearly; whether the tensors fit the config is for the SAE that takes them to check."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = runs.saved_folder(path, (CFG_FILE, WEIGHTS_FILE), "an SAE folder")
-    info = read_saelens_config(runs.read_json(folder / CFG_FILE),
-                               source=str(folder / CFG_FILE))
-    try:
-        state = load_file(str(folder / WEIGHTS_FILE))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{folder / WEIGHTS_FILE} is corrupt and cannot be read ({e})") from None
+    cfg_path, weights = folder / CFG_FILE, folder / WEIGHTS_FILE
+    data = runs.read_json(cfg_path)
+    info = read_saelens_config(data, source=str(cfg_path))
+    recorded = data.get(HASH_KEY, {}).get(WEIGHTS_FILE)
+    if recorded is not None and recorded != sha256(weights):
+        raise ValueError(f"{weights} was changed after it was written: its SHA-256 is not the "
+                         f"one {CFG_FILE} records ({HASH_KEY}). It is truncated, damaged or "
+                         "replaced; restore it or save the SAE again")
+    state, metadata = _read_tensors(weights)
+    arch = (metadata or {}).get(ARCH_KEY)
+    if arch is not None and arch != info.cfg.architecture:
+        raise ValueError(f"{weights} holds the weights of a {arch!r} SAE, but {CFG_FILE} says "
+                         f"{info.cfg.architecture!r} (architecture "
+                         f"{TO_SAELENS.get(info.cfg.architecture)!r}); loading them as that "
+                         "would compute another function. Restore the matching cfg.json")
+    for name, t in state.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{weights}: tensor {name!r} has dtype {t.dtype}; SAE weights are "
+                             "floating point (the file is corrupt or not an SAE's)")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{weights}: tensor {name!r} holds NaN or inf; the file is "
+                             "corrupt or was saved from a diverged run")
     return info, saelens_tensors(info, state, source=f"{folder}: {WEIGHTS_FILE}")
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str] | None]:
+    """The tensors and the safetensors metadata of `path`; any failure is a ValueError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{path} is corrupt and cannot be read ({e})") from None

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from superpose import _deprecation
+from superpose import _deprecation, _memory
 from superpose import _validate as v
 
 
@@ -56,6 +56,10 @@ class GroundTruthFeatures:
         self.n_features, self.d, self.magnitude, self.noise = n_features, d, (lo, hi), noise
         self.seed = seed
         self.device = v.resolve_device(device)
+        what = f"GroundTruthFeatures(n_features={n_features}, d={d}) (directions [n_features, d])"
+        _memory.check_allocation(what, 2 * 4 * n_features * d, "cpu")   # drawn, normalised
+        if self.device.type != "cpu":
+            _memory.check_allocation(what, 4 * n_features * d, self.device)
         # A seed of its own: with manual_seed(seed), the directions of n_features = d_sae,
         # d = d_in would be exactly the random decoder rows an SAE of the same seed starts
         # from (both are randn(n, d) normalised), and recovery would be "perfect" at step 0.
@@ -77,6 +81,24 @@ class GroundTruthFeatures:
         `generator` is None)."""
         generator = _deprecation.positional_option("GroundTruthFeatures.sample", "generator",
                                                    args, generator)
+        v.positive_int("batch_size", batch_size)
+        self._check_batch_memory(batch_size)
+        return self._sample(batch_size, generator)
+
+    def sample_bytes(self, batch_size: int) -> int:
+        """Bytes one `sample(batch_size)` needs at its peak, about: the [batch, n_features]
+        firing mask (bool), uniform draws, magnitudes and their product (float32 each), and
+        the [batch, d] result (plus its noise)."""
+        per_row = self.n_features * (1 + 3 * 4) + self.d * 4 * (3 if self.noise else 1)
+        return batch_size * per_row
+
+    def _check_batch_memory(self, batch_size: int) -> None:
+        _memory.check_allocation(
+            f"GroundTruthFeatures.sample(batch_size={batch_size}) with n_features="
+            f"{self.n_features}, d={self.d} ([batch, n_features] mask and magnitudes)",
+            self.sample_bytes(batch_size), self.device)
+
+    def _sample(self, batch_size: int, generator: torch.Generator | None) -> Tensor:
         dev = generator.device if generator is not None else self.device
         if dev.type != self.device.type:
             raise ValueError(f"generator is on {dev} but the features are on {self.device}; "
@@ -99,9 +121,10 @@ class GroundTruthFeatures:
         """`n_batches` batches (endless when None), seeded by `seed` (default: the data's own
         seed + 1, so the stream differs from the directions' draw)."""
         v.positive_int("batch_size", batch_size)
+        self._check_batch_memory(batch_size)
         gen = torch.Generator(device=self.device).manual_seed(
             self.seed + 1 if seed is None else seed)
         i = 0
         while n_batches is None or i < n_batches:
-            yield self.sample(batch_size, generator=gen)
+            yield self._sample(batch_size, gen)
             i += 1

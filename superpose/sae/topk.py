@@ -109,15 +109,16 @@ class TopKSAE(SAE):
 
     def _decode_train(self, enc: Encoded) -> Tensor:
         if is_hooked(self.hook_sae_acts_post):       # a hook may have changed the dense latents
-            return self.decode(enc.acts)
-        return self.decode_sparse(enc.extra["values"], enc.extra["indices"])
+            return self._decode(enc.acts)
+        return self._decode_sparse(enc.extra["values"], enc.extra["indices"])
 
     def forward(self, x: Tensor) -> Tensor:
         if is_hooked(self.hook_sae_acts_post):
             return super().forward(x)
+        self._check_input(x, "forward")
         pre, _ = self._linear(x, self.b_enc)
         values, indices = self._select(self.hook_sae_acts_pre(pre))
-        return self.hook_sae_output(self._like_input(self.decode_sparse(values, indices), x))
+        return self.hook_sae_output(self._like_input(self._decode_sparse(values, indices), x))
 
     def _fast_path(self) -> bool:
         return latents_unhooked(self)

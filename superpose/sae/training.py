@@ -53,7 +53,7 @@ from superpose import _validate as v
 from superpose.sae.base import SAE
 from superpose.train import checkpoint as ckpt_io
 from superpose.train.optim import adam
-from superpose.train.result import History, TrainResult
+from superpose.train.result import History, TrainResult, check_loss_finite
 from superpose.train.schedule import (
     SCHEDULE_RULES,
     STEPS_OR_FRACTION,
@@ -412,8 +412,7 @@ def train(sae: SAE, data: Iterable[Tensor], cfg: SAETrainConfig | None = None, *
                                         sparsity_coefficient=sparsity_at(step, total, coeff, cfg)
                                         if arch in SPARSITY_PENALTY else None)
         if not torch.isfinite(out_step.loss):
-            raise FloatingPointError(f"the loss became {out_step.loss.item()} at step {step}; "
-                                     f"lower the learning rate (lr={lr:.3g})")
+            check_loss_finite(out_step.loss.item(), step + 1, lr, last_ckpt)
         opt.zero_grad(set_to_none=True)
         out_step.loss.backward()
         if cfg.grad_clip is not None:
