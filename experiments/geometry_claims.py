@@ -444,7 +444,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
         **{f"({k}) verdict": f"{claims[k]['verdict']}: {claims[k]['why']}" for k in "abcde"},
         "time": f"{seconds:.1f}s",
     }
-    r.save_metrics(metrics)
 
     # (a), (b): angle histograms against the random density and the bounds
     fig, axes = figure_and_axes(ncols=2, figsize=(12.0, 4.0))
@@ -506,6 +505,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     fig = plot.angle_comparison(groups, title="(e) learned directions vs random and pack() of "
                                               "the same (n, d): angles between lines")
     r.save_figure(fig, "claim_e")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

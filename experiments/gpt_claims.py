@@ -333,7 +333,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     summary["(b) degrades least beyond L"] = pv["degrades_least"]
     summary["time"] = f"warm-up grid {t1 - t0:.0f}s ({len(rows)} runs), positions {t2 - t1:.0f}s"
     metrics["summary"] = summary
-    r.save_metrics(metrics)
 
     r.save_figure(warmup_figure(rows, table, unigram), "warmup_final_loss")
     fig = plot.loss_curves(curves, smooth=3, val=False,
@@ -342,6 +341,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     fig.axes[0].axhline(unigram, color="0.5", lw=0.8, ls=":")
     r.save_figure(fig, "warmup_loss_curves")
     r.save_figure(positions_figure(pos), "loss_by_position")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

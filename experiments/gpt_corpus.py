@@ -148,7 +148,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
            + (f", top-k {s['top_k']}" if s["top_k"] else "")
            + (" (greedy)" if s["temperature"] == 0 else ""): show(s) for s in samples},
     }
-    r.save_metrics(metrics)
 
     # ---- figures
     fig = plot.loss_curves(result, smooth=5, title=f"char-level GPT on the stdlib corpus "
@@ -172,6 +171,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
                                       f"{min(INDUCTION_LEN, n_ctx // 2)})")):
         r.save_figure(plot.head_scores_heatmap(scores[name], vmin=0, vmax=1, label="score",
                                                title=label), f"{name}_scores")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

@@ -331,7 +331,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     if learned is not None:
         summary["same data, learned positions"] = _line(learned["eval"])
     metrics["summary"] = summary
-    r.save_metrics(metrics)
 
     # ---- figures
     fig = plot.loss_curves(result, smooth=5, title="training on shifted repeats, validation on "
@@ -374,6 +373,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             curves["same data, learned positions"] = learned[name]["loss_per_position"]
         r.save_figure(loss_by_position_figure(curves, sets[name], f"{title}: loss per position"),
                       f"loss_by_position_{name}")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

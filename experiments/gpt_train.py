@@ -105,13 +105,15 @@ def run(out: str | Path = "results", quick: bool = False, seed: int = 0,
     }
     if world.is_main:
         model.save(folder / "model")
-        runs.write_json(folder / "metrics.json", metrics)
         from superpose import plot
 
         fig = plot.loss_curves(result, log=False, title=f"{EXPERIMENT}: {world.world_size} "
                                f"process(es), {model.n_params():,} parameters")
         fig.axes[0].set_ylabel("cross-entropy (nats / token)")   # loss_curves draws val too
-        runs.Run(folder).save_figure(fig, "loss_curves")
+        run = runs.Run(folder)
+        run.save_figure(fig, "loss_curves")
+        run.save_metrics(metrics)                  # last, then the completion marker
+        run.finish()
         log.info("sample after %d steps:\n%s", result.step, sample)
     return metrics
 

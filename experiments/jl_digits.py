@@ -145,7 +145,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             for e in eps_values),
         "time": f"{seconds:.1f}s",
     }
-    r.save_metrics(metrics)
 
     # Figures: distortion vs k (one panel per eps), and the pair distributions.
     from superpose.plot._common import figure_and_axes
@@ -171,6 +170,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
         fig.suptitle(f"distribution of pair distortions on digits ({n * (n - 1) // 2:,} pairs)",
                      fontsize=10)
         r.save_figure(fig, "pair_distortion")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

@@ -132,7 +132,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
         "history (coherence / bound)": ", ".join(f"{k}: {h.ratio:.3f}" for k, h in hist.items()),
         "time": f"{seconds:.1f}s",
     }
-    r.save_metrics(metrics)
 
     fig, axes = figure_and_axes(ncols=3, figsize=(17.0, 4.4))
     caps = [packing.capacity(d, cc["tolerance_deg"]) for d in range(2, 65)]
@@ -154,6 +153,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     ax.axhline(0, color="k", lw=0.6)
     ax.grid(True, axis="y", alpha=0.3)
     r.save_figure(fig, "packing_capacity")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

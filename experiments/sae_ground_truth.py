@@ -110,7 +110,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             f"L0 {b['l0']:.1f}, FVE {b['fve']:.3f}, recovered {b['recovered']:.1%}, "
             f"MCC {b['mcc']:.3f}" for a, b in best.items()}
     metrics["summary"]["training time"] = f"{seconds:.1f}s for {len(points)} SAEs"
-    r.save_metrics(metrics)
 
     label = f"{gt.n_features} features in {gt.d}-d, d_sae {tr['d_sae']}"
     r.save_figure(plot.frontier(points, y="fve", title=f"L0 vs FVE ({label})"),
@@ -123,6 +122,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
     r.save_figure(plot.latent_density({a: evals[b["name"]] for a, b in best.items()},
                                       title="latent firing frequency (best runs)"),
                   "latent_density")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

@@ -114,7 +114,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             for arch, m in res["saes"].items())
         for name, res in results.items()}
     metrics["summary"]["time"] = f"{seconds:.1f}s"
-    r.save_metrics(metrics)
 
     pent = results["pentagon"]
     for arch, m in pent["saes"].items():
@@ -132,6 +131,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
                                     for a, h in res["histories"].items()},
                                    title="SAE training on toy hidden activations")
     r.save_figure(fig, "training_curves")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
         t0 = time.perf_counter()
         module = importlib.import_module(name)
-        metrics = module.run(out=tour.path, quick=args.quick, seed=args.seed,
-                             progress=args.progress)
+        with runs.finishing():                       # the stage's folder gets its marker
+            metrics = module.run(out=tour.path, quick=args.quick, seed=args.seed,
+                                 progress=args.progress)
         seconds = time.perf_counter() - t0
         summary = metrics.get("summary", {})
         for key, value in summary.items():
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"summary": summary, "seconds": round(seconds, 2)}
         tour.save_metrics(results)                   # after every stage: nothing lost if cut
     total = time.perf_counter() - t_all
+    tour.finish()
     out.write(f"\nDone in {total:.0f} s. Figures, metrics and weights under {tour.path}\n")
     return 0
 

@@ -172,7 +172,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             f"{sum(antipodal_wins)}/{len(antipodal_wins)} densities where both occur",
         "training time": f"{seconds:.1f}s",
     }
-    r.save_metrics(metrics)
 
     # Figure: one replica per density and kind; then every replica at one density.
     for kind in KINDS:
@@ -193,6 +192,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             fig.axes[d * R].set_ylabel(f"p = {p:g}", fontsize=9)
         fig.suptitle(f"{kind} features: every replica (rows: density)", fontsize=10)
         r.save_figure(fig, f"feature_directions_{kind}_all")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

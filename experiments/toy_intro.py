@@ -126,7 +126,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             f"/{len(cfg['seeds'])}",
         "training time": f"{seconds:.1f}s for {len(cfg['seeds'])} seeds",
     }
-    r.save_metrics(metrics)
 
     # Figures: every seed's feature directions (a row per seed), seed 0's bars and losses.
     vectors = torch.cat([m.feature_directions() for m in models])
@@ -146,6 +145,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
                            title=f"seed {cfg['seeds'][0]}: loss per instance")
     fig.axes[0].axhline(DENSE_LOSS, color="k", lw=0.6, ls="--")
     r.save_figure(fig, "loss_curves")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

@@ -125,7 +125,6 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
         "linear keeps exactly features 0-4 at every density": all(keeps_top5),
         "training time": f"{seconds:.1f}s",
     }
-    r.save_metrics(metrics)
 
     titles = [f"p = {p:g}" for p in DENSITIES]
     r.save_figure(paper_figure(models["relu_out"], models["linear"], titles), "paper_figure")
@@ -138,6 +137,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
         r.save_figure(fig, f"feature_bars_{variant}")
     fig = plot.loss_curves(results, labels=titles, smooth=10, title="loss per instance")
     r.save_figure(fig, "loss_curves")
+    r.save_metrics(metrics)            # last: figures and weights are on disk
     metrics["run_dir"] = str(r.path)
     return metrics
 

@@ -8,13 +8,14 @@ complete, and a failed write never destroys the previous version.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from superpose import _validate as v
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+COMPLETE_FILE = "complete.json"      # a run's completion marker: every file and its SHA-256
+_CREATED: list[Run] = []             # runs made by Run.create, for experiment_main to finish
 
 
 def plain_name(what: str, name: str) -> str:
@@ -189,7 +192,9 @@ class Run:
         while path.exists():
             path, i = base / f"{stem}-{i}", i + 1
         path.mkdir(parents=True)
-        return cls(path)
+        run = cls(path)
+        _CREATED.append(run)
+        return run
 
     def save_config(self, cfg: Any) -> Path:
         return write_json(self.path / CONFIG_FILE, cfg)
@@ -209,11 +214,74 @@ class Run:
         target = self.path / plain_name("name", name)
         return module.save(target)
 
+    def finish(self) -> Path:
+        """Mark the run complete: write `complete.json` listing every file in the folder (and
+        below) with its SHA-256, after removing what interrupted writes left behind. Write it
+        last: figures, weights, then metrics.json, then this. `run_status` reads it back."""
+        import hashlib
+
+        for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
+            remove_leftovers(folder)
+        files = {}
+        for p in sorted(self.path.rglob("*")):
+            rel = p.relative_to(self.path).as_posix()
+            if p.is_file() and rel != COMPLETE_FILE:
+                files[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        return write_json(self.path / COMPLETE_FILE, {"files": files})
+
+    @property
+    def status(self) -> str:
+        return run_status(self.path)
+
+
+@contextlib.contextmanager
+def finishing() -> Iterator[None]:
+    """Every `Run` created inside the block gets its completion marker when the block ends
+    without an exception (an experiment's `run(...)` call, as `experiment_main` and the tour
+    make it)."""
+    first = len(_CREATED)
+    try:
+        yield
+        for run in _CREATED[first:]:
+            if run.path.is_dir() and not (run.path / COMPLETE_FILE).exists():
+                run.finish()
+    finally:
+        del _CREATED[first:]
+
+
+def run_status(path: str | Path) -> str:
+    """"complete" (finished, every file as it was written), "interrupted" (no completion
+    marker: the run stopped before its end, whatever metrics.json it holds), or "changed"
+    (finished, but a listed file is missing or differs now). A folder that does not exist is a
+    FileNotFoundError; a marker that cannot be read is a ValueError naming it."""
+    import hashlib
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a run folder")
+    marker = folder / COMPLETE_FILE
+    if not marker.is_file():
+        return "interrupted"
+    data = read_json(marker)
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"{marker} is not a completion marker (expected {{\"files\": "
+                         "{name: sha256}}); it is corrupt")
+    for name, digest in files.items():
+        p = folder / name
+        if (not isinstance(name, str) or ".." in Path(name).parts or not p.is_file()
+                or hashlib.sha256(p.read_bytes()).hexdigest() != digest):
+            return "changed"
+    return "complete"
+
 
 def experiment_main(run_fn: Callable[..., dict[str, Any]], description: str,
                     argv: list[str] | None = None) -> dict[str, Any]:
     """The command line every experiment script shares:
     `python experiments/NAME.py [--quick] [--out DIR] [--seed N] [--no-progress]`.
+
+    When `run_fn` returns, every run folder it created gets its completion marker
+    (`Run.finish`); a run that raised or was killed has none, so `run_status` says so.
 
     `run_fn(out=..., quick=..., seed=..., progress=...)` does the work and returns its metrics
     (which it has also saved); this prints the run folder and a one-line-per-metric summary.
@@ -229,8 +297,12 @@ def experiment_main(run_fn: Callable[..., dict[str, Any]], description: str,
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    metrics = run_fn(out=args.out, quick=args.quick, seed=args.seed,
-                     progress=not args.no_progress)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; pass a folder for the results")
+    with finishing():
+        metrics = run_fn(out=args.out, quick=args.quick, seed=args.seed,
+                         progress=not args.no_progress)
     summary = metrics.get("summary", {})
     for key, value in summary.items():
         sys.stdout.write(f"  {key}: {value}\n")

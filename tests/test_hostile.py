@@ -367,3 +367,42 @@ def test_a_broken_tokenizer_file_is_one_value_error_naming_it(tmp_path, content,
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
         tokenizers.load_tokenizer(path)
+
+
+def test_a_run_is_complete_only_after_finish_and_notices_changes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from superpose import runs
+
+    def run_fn(out, quick, seed, progress, fail=False):
+        r = runs.Run.create("exp", out=out, name="a")
+        fig = plt.figure()
+        r.save_figure(fig, "fig")
+        plt.close(fig)
+        if fail:
+            raise RuntimeError("killed half-way")
+        r.save_metrics({"x": 1})
+        return {"summary": {}}
+
+    with pytest.raises(RuntimeError):
+        runs.experiment_main(lambda **kw: run_fn(**kw, fail=True), "t",
+                             ["--out", str(tmp_path), "--no-progress"])
+    assert runs.run_status(tmp_path / "exp" / "a") == "interrupted"
+    runs.experiment_main(run_fn, "t", ["--out", str(tmp_path), "--no-progress"])
+    done = tmp_path / "exp" / "a-1"
+    marker = json.loads((done / "complete.json").read_text())
+    assert sorted(marker["files"]) == ["fig.png", "metrics.json"]
+    assert runs.run_status(done) == "complete"
+    (done / "metrics.json").write_text('{"x": 2}')
+    assert runs.run_status(done) == "changed"
+    (done / "complete.json").write_bytes(b"\xff")
+    with pytest.raises(ValueError, match=r"complete.json is not valid JSON"):
+        runs.run_status(done)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit):
+        runs.experiment_main(run_fn, "t", ["--out", str(tmp_path / "file")])
+    with pytest.raises(ValueError, match=r"experiment must be a plain file or folder name"):
+        runs.Run.create("../../x", out=tmp_path)
+    with pytest.raises(ValueError, match=r"name must be a plain file or folder name"):
+        runs.Run.create("exp", out=tmp_path).save_figure(plt.figure(), "../../x")
+    plt.close("all")
