@@ -25,6 +25,8 @@ from superpose import _validate as v
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SAVED_FILE = "saved.json"            # a saved model's files and their SHA-256
+_SAVED_FILES = (CONFIG_FILE, WEIGHTS_FILE, SAVED_FILE)
 COMPLETE_FILE = "complete.json"      # a run's completion marker: every file and its SHA-256
 _CREATED: list[Run] = []             # runs made by Run.create, for experiment_main to finish
 
@@ -120,15 +122,58 @@ def read_json(path: str | Path) -> Any:
                          "written by something else") from None
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
-    """Save `cfg` as `config.json` and the module's weights as `model.safetensors`."""
+    """Save `cfg` as `config.json` and the module's weights as `model.safetensors`, with
+    `saved.json` holding the weights' SHA-256 (checked by `load_module`).
+
+    The files are written into a temporary sibling folder that then replaces `path`, so an
+    interrupted save leaves the previous save whole. (A folder that also holds other files is
+    written into file by file instead, the hashes last.)"""
+    import shutil
+
     from safetensors.torch import save_file
 
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; a model is saved into a folder (it is created "
+                         "if missing)")
     tensors = {k: t.detach().cpu().contiguous() for k, t in module.state_dict().items()}
-    atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
-    write_json(folder / CONFIG_FILE, cfg)
+
+    def write_into(d: Path) -> None:
+        atomic_write(d / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+        write_json(d / CONFIG_FILE, cfg)
+        # config.json stays editable by hand (it is checked field by field and against the
+        # weights' shapes); the weights are binary and checked by their hash
+        write_json(d / SAVED_FILE, {"files": {WEIGHTS_FILE: _sha256(d / WEIGHTS_FILE)}})
+
+    if folder.is_dir() and any(p.name not in _SAVED_FILES for p in folder.iterdir()):
+        write_into(folder)
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+    try:
+        write_into(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.previous"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
     return folder
 
 
@@ -153,7 +198,24 @@ def load_module(path: str | Path, cls: type, cfg_cls: type, *,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    folder = Path(path)
+    previous = folder.parent / f".{folder.name}.previous"
+    if not folder.exists() and previous.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: a save into it was interrupted; the "
+                                f"previous save is whole at {previous} (rename it back)")
     folder = saved_folder(path, (CONFIG_FILE, WEIGHTS_FILE), f"a saved {cls.__name__}")
+    if (folder / SAVED_FILE).is_file():         # saves before this marker existed load as is
+        listed = read_json(folder / SAVED_FILE)
+        files = listed.get("files") if isinstance(listed, dict) else None
+        if not isinstance(files, dict) or set(files) != {WEIGHTS_FILE}:
+            raise ValueError(f"{folder / SAVED_FILE} is corrupt: expected the SHA-256 of "
+                             f"{WEIGHTS_FILE}")
+        for name, digest in files.items():
+            if _sha256(folder / name) != digest:
+                raise ValueError(f"{folder / name} is corrupt: it does not match its SHA-256 "
+                                 f"in {SAVED_FILE}: "
+                                 "it changed after the model was saved (edited, truncated or "
+                                 "copied over); save the model again or restore the file")
     cfg = v.config_from_dict(cfg_cls, read_json(folder / CONFIG_FILE))
     try:
         state = load_file(str(folder / WEIGHTS_FILE))

@@ -469,7 +469,8 @@ def test_save_load_roundtrip(tmp_path):
     with torch.no_grad():
         m.b_U.normal_()
     m.save(tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors",
+                                                             "saved.json"}
     loaded = gpt.GPT.load(tmp_path / "m", device="cpu")
     assert loaded.cfg == m.cfg
     torch.testing.assert_close(loaded(toks()), m(toks()))

@@ -406,3 +406,47 @@ def test_a_run_is_complete_only_after_finish_and_notices_changes(tmp_path):
     with pytest.raises(ValueError, match=r"name must be a plain file or folder name"):
         runs.Run.create("exp", out=tmp_path).save_figure(plt.figure(), "../../x")
     plt.close("all")
+
+
+def test_a_saved_model_is_replaced_whole_and_checked_by_its_hashes(tmp_path):
+    from superpose import runs
+
+    model = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2, seed=1), device="cpu")
+    folder = model.save(tmp_path / "m")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors",
+                                                        "saved.json"]
+    other = toy.ToyModel(toy.ToyConfig(n_features=5, n_hidden=2, seed=2), device="cpu")
+
+    def fail(path):
+        raise OSError("disk full")
+    import safetensors.torch as st
+    real = st.save_file
+    st.save_file = lambda tensors, path: fail(path)
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            other.save(folder)                  # a failed save leaves the old one whole
+    finally:
+        st.save_file = real
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert torch.equal(toy.ToyModel.load(folder).W, model.W)
+    other.save(folder)                          # a save replaces the folder whole
+    assert torch.equal(toy.ToyModel.load(folder).W, other.W)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model.safetensors is corrupt: it does not match its "
+                                         r"SHA-256 in saved.json: it changed after the model"):
+        toy.ToyModel.load(folder)
+    (folder / "saved.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"saved.json is corrupt"):
+        toy.ToyModel.load(folder)
+    (folder / "saved.json").unlink()            # a save from before the marker still loads
+    toy.ToyModel.load(folder)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"f is a file; a model is saved into a folder"):
+        model.save(tmp_path / "f")
+    folder.rename(tmp_path / ".m.previous")     # killed between the two renames
+    with pytest.raises(FileNotFoundError, match=r"a save into it was interrupted; the previous "
+                                                r"save is whole at"):
+        runs.load_module(tmp_path / "m", toy.ToyModel, toy.ToyConfig)

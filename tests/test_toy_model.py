@@ -80,7 +80,8 @@ def test_save_load_roundtrip(model, tmp_path):
     with torch.no_grad():
         model.b_final.normal_()
     model.save(tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors",
+                                                             "saved.json"}
     loaded = toy.ToyModel.load(tmp_path / "m", device="cpu")
     assert loaded.cfg == model.cfg
     x = toy.generate_batch(model.cfg, 4, generator=0, device="cpu")
