@@ -47,6 +47,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     If `write` raises, the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; pass the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -100,26 +102,72 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    """Write `obj` (through `to_jsonable`) as indented JSON, atomically. Something JSON cannot
+    hold (an arbitrary object, a cycle) is a ValueError naming the file, before it is touched."""
+    try:
+        text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    except (TypeError, ValueError, RecursionError) as e:
+        what = "it refers to itself" if isinstance(e, RecursionError) else str(e)
+        raise ValueError(f"cannot write {path}: the value is not JSON ({what}); pass dicts, "
+                         "lists, numbers, strings, tensors or config dataclasses") from None
     return atomic_write(path, lambda p: p.write_text(text))
 
 
-def read_json(path: str | Path) -> Any:
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number",
+               float: "a number", bool: "true/false", type(None): "null"}
+
+
+class _NonFiniteToken(Exception):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteToken(name)
+
+
+def read_json(path: str | Path, *, kind: type | None = None, what: str = "") -> Any:
+    """The JSON value in `path`. Anything that is not the JSON superpose wrote is one ValueError
+    naming the file and what is wrong: binary or non-UTF-8 bytes, an empty or truncated file,
+    a folder, the non-JSON tokens NaN/Infinity (`write_json` stores non-finite floats as the
+    strings "nan"/"inf"/"-inf"), nesting too deep to read, and, with `kind` (e.g. `dict`), a
+    value of another JSON kind. `what` names what the file should be, for the message
+    (e.g. "a saved model's config"). A missing file is a FileNotFoundError naming it."""
     path = Path(path)
+    should_be = f"; it should be {what}" if what else ""
     try:
-        return json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
+        raise FileNotFoundError(f"{path} does not exist{should_be}") from None
     except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a JSON file") from None
+        raise ValueError(f"{path} is a folder, not a JSON file{should_be}") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: it is not UTF-8 text (byte {e.start} is "
                          f"{e.object[e.start:e.start + 1]!r}); the file is corrupt or binary, "
-                         "not what superpose wrote") from None
+                         f"not what superpose wrote{should_be}") from None
     except json.JSONDecodeError as e:
-        what = "it is empty" if not e.doc.strip() else str(e)
-        raise ValueError(f"{path} is not valid JSON ({what}); the file is corrupt or was "
-                         "written by something else") from None
+        what_is_wrong = "it is empty" if not e.doc.strip() else str(e)
+        raise ValueError(f"{path} is not valid JSON ({what_is_wrong}); the file is corrupt or "
+                         f"was written by something else{should_be}") from None
+    except _NonFiniteToken as e:
+        raise ValueError(f"{path} is not valid JSON: it holds {e.args[0]}, which JSON does not "
+                         "have (superpose writes non-finite numbers as the strings \"nan\", "
+                         "\"inf\", \"-inf\"); the file was edited or written by something "
+                         f"else{should_be}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not readable JSON: it is nested too deeply; the file is "
+                         f"corrupt or was written by something else{should_be}") from None
+    except ValueError as e:                 # e.g. an integer of more than 4300 digits
+        raise ValueError(f"{path} is not readable JSON ({e}); the file is corrupt or was "
+                         f"written by something else{should_be}") from None
+    if kind is not None and not isinstance(data, kind):
+        got = _JSON_KINDS.get(type(data), type(data).__name__)
+        want = _JSON_KINDS.get(kind, kind.__name__)
+        raise ValueError(f"{path} is corrupt: it holds {got} where {want} is "
+                         f"expected{should_be}; the file was edited or is not the one superpose "
+                         "wrote there")
+    return data
 
 
 def _sha256(path: Path) -> str:
@@ -132,13 +180,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _leftover_saves(folder: Path) -> list[Path]:
+    """Temporary folders that saves into `folder` killed before their rename left beside it."""
+    import re
+
+    if not folder.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.tmp-{re.escape(folder.name)}-[A-Za-z0-9_]{{8}}")
+    return [p for p in folder.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir()]
+
+
 def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
     """Save `cfg` as `config.json` and the module's weights as `model.safetensors`, with
     `saved.json` holding the weights' SHA-256 (checked by `load_module`).
 
     The files are written into a temporary sibling folder that then replaces `path`, so an
-    interrupted save leaves the previous save whole. (A folder that also holds other files is
-    written into file by file instead, the hashes last.)"""
+    interrupted or failed save leaves the previous save whole (and a killed one leaves only a
+    `.tmp-<name>-*` folder, removed by the next save to the same place). A folder that also
+    holds other files is never replaced: the new weights go to a temporary file, then
+    `saved.json` records their hash, then `config.json` and the weights are renamed into
+    place, so an interrupted save there fails `load_module`'s hash check instead of loading
+    mixed files. `config.json` is not hashed: it stays editable by hand and is checked field
+    by field and against the weights' shapes."""
     import shutil
 
     from safetensors.torch import save_file
@@ -146,34 +209,35 @@ def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file; a model is saved into a folder (it is created "
-                         "if missing)")
+                         "if missing); pass a folder path")
     tensors = {k: t.detach().cpu().contiguous() for k, t in module.state_dict().items()}
 
-    def write_into(d: Path) -> None:
-        atomic_write(d / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
-        write_json(d / CONFIG_FILE, cfg)
-        # config.json stays editable by hand (it is checked field by field and against the
-        # weights' shapes); the weights are binary and checked by their hash
-        write_json(d / SAVED_FILE, {"files": {WEIGHTS_FILE: _sha256(d / WEIGHTS_FILE)}})
-
     if folder.is_dir() and any(p.name not in _SAVED_FILES for p in folder.iterdir()):
-        write_into(folder)
+        def weights_then_rest(tmp: Path) -> None:
+            save_file(tensors, str(tmp))
+            write_json(folder / SAVED_FILE, {"files": {WEIGHTS_FILE: _sha256(tmp)}})
+            write_json(folder / CONFIG_FILE, cfg)
+
+        atomic_write(folder / WEIGHTS_FILE, weights_then_rest)
         return folder
+
+    for p in _leftover_saves(folder):
+        shutil.rmtree(p, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
     try:
-        write_into(tmp)
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        write_json(tmp / CONFIG_FILE, cfg)
+        write_json(tmp / SAVED_FILE, {"files": {WEIGHTS_FILE: _sha256(tmp / WEIGHTS_FILE)}})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = folder.parent / f".{folder.name}.previous"
     if folder.exists():
-        old = folder.parent / f".{folder.name}.previous"
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, folder)
+        os.replace(folder, old)         # killed here: load_module points at `old`
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
@@ -194,7 +258,11 @@ def saved_folder(path: str | Path, files: Sequence[str], what: str) -> Path:
 
 def load_module(path: str | Path, cls: type, cfg_cls: type, *,
                 device: torch.device | str | None = None) -> Any:
-    """Rebuild `cls(cfg)` from a folder written by `save_module`, with clear errors."""
+    """Rebuild `cls(cfg)` from a folder written by `save_module`. Every broken folder is one
+    error naming the file: weights that differ from the SHA-256 in `saved.json` (checked when
+    that file exists; saves from before it load as they are), weights that cannot be read, hold
+    NaN/inf or integers, or do not fit `config.json`, and a config that is not a valid
+    `cfg_cls`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -204,23 +272,30 @@ def load_module(path: str | Path, cls: type, cfg_cls: type, *,
         raise FileNotFoundError(f"{folder} does not exist: a save into it was interrupted; the "
                                 f"previous save is whole at {previous} (rename it back)")
     folder = saved_folder(path, (CONFIG_FILE, WEIGHTS_FILE), f"a saved {cls.__name__}")
+    weights = folder / WEIGHTS_FILE
     if (folder / SAVED_FILE).is_file():         # saves before this marker existed load as is
-        listed = read_json(folder / SAVED_FILE)
-        files = listed.get("files") if isinstance(listed, dict) else None
-        if not isinstance(files, dict) or set(files) != {WEIGHTS_FILE}:
-            raise ValueError(f"{folder / SAVED_FILE} is corrupt: expected the SHA-256 of "
-                             f"{WEIGHTS_FILE}")
-        for name, digest in files.items():
-            if _sha256(folder / name) != digest:
-                raise ValueError(f"{folder / name} is corrupt: it does not match its SHA-256 "
-                                 f"in {SAVED_FILE}: "
-                                 "it changed after the model was saved (edited, truncated or "
-                                 "copied over); save the model again or restore the file")
-    cfg = v.config_from_dict(cfg_cls, read_json(folder / CONFIG_FILE))
+        listed = read_json(folder / SAVED_FILE, kind=dict,
+                           what=f"the SHA-256 of {WEIGHTS_FILE}")
+        files = listed.get("files")
+        if (not isinstance(files, dict) or set(files) != {WEIGHTS_FILE}
+                or not isinstance(files[WEIGHTS_FILE], str)):
+            raise ValueError(f"{folder / SAVED_FILE} is corrupt: expected {{\"files\": "
+                             f"{{\"{WEIGHTS_FILE}\": \"<SHA-256>\"}}}}; save the model again, "
+                             f"or delete {SAVED_FILE} to load the folder unchecked")
+        if _sha256(weights) != files[WEIGHTS_FILE]:
+            raise ValueError(f"{weights} is corrupt: it does not match its SHA-256 in "
+                             f"{SAVED_FILE}: it changed after the model was saved (edited, "
+                             "truncated, copied over, or a save into this folder was "
+                             "interrupted); save the model again or restore the file")
+    data = read_json(folder / CONFIG_FILE, kind=dict, what=f"a {cfg_cls.__name__}")
     try:
-        state = load_file(str(folder / WEIGHTS_FILE))
+        cfg = v.config_from_dict(cfg_cls, data)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{folder / CONFIG_FILE}: {e}") from None
+    try:
+        state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{folder / WEIGHTS_FILE} is corrupt and cannot be read ({e})") from None
+        raise ValueError(f"{weights} is corrupt and cannot be read ({e})") from None
     model = cls(cfg, device="cpu")
     expected = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     got = {k: tuple(t.shape) for k, t in state.items()}
@@ -233,6 +308,14 @@ def load_module(path: str | Path, cls: type, cfg_cls: type, *,
             f"{folder}: weights do not match {CONFIG_FILE} (missing {missing}, unexpected "
             f"{extra}, shape got/expected {wrong})"
         )
+    for k, t in model.state_dict().items():
+        if t.is_floating_point() and not state[k].is_floating_point():
+            raise ValueError(f"{weights}: tensor {k!r} holds {state[k].dtype} values where the "
+                             f"model has {t.dtype}; the file is corrupt or not a saved "
+                             f"{cls.__name__}")
+        if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
+            raise ValueError(f"{weights}: tensor {k!r} holds NaN or inf; the model diverged "
+                             "before it was saved or the file is corrupt")
     model.load_state_dict(state)
     return model.to(v.resolve_device(device))
 
@@ -248,7 +331,11 @@ class Run:
                name: str | None = None) -> Run:
         """Make `<out>/<experiment>/<name>/` (`out` defaults to ./results, `name` to a
         timestamp); an existing folder of the same name gets a numeric suffix, never reused."""
-        base = Path(out if out is not None else "results") / plain_name("experiment", experiment)
+        root = Path(out if out is not None else "results")
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"out {str(root)!r} is a file; pass a folder for the results (it "
+                             "is created if missing)")
+        base = root / plain_name("experiment", experiment)
         stem = plain_name("name", name) if name is not None else time.strftime("%Y%m%d-%H%M%S")
         path, i = base / stem, 1
         while path.exists():
@@ -280,15 +367,9 @@ class Run:
         """Mark the run complete: write `complete.json` listing every file in the folder (and
         below) with its SHA-256, after removing what interrupted writes left behind. Write it
         last: figures, weights, then metrics.json, then this. `run_status` reads it back."""
-        import hashlib
-
         for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
             remove_leftovers(folder)
-        files = {}
-        for p in sorted(self.path.rglob("*")):
-            rel = p.relative_to(self.path).as_posix()
-            if p.is_file() and rel != COMPLETE_FILE:
-                files[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        files = {rel: _sha256(self.path / rel) for rel in _files_below(self.path)}
         return write_json(self.path / COMPLETE_FILE, {"files": files})
 
     @property
@@ -311,28 +392,37 @@ def finishing() -> Iterator[None]:
         del _CREATED[first:]
 
 
+def _files_below(folder: Path) -> list[str]:
+    """Every file in `folder` and below, as sorted relative POSIX paths, but the marker."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() != COMPLETE_FILE)
+
+
 def run_status(path: str | Path) -> str:
     """"complete" (finished, every file as it was written), "interrupted" (no completion
     marker: the run stopped before its end, whatever metrics.json it holds), or "changed"
-    (finished, but a listed file is missing or differs now). A folder that does not exist is a
-    FileNotFoundError; a marker that cannot be read is a ValueError naming it."""
-    import hashlib
-
+    (finished, but a listed file is missing or differs now, or a file was added). A folder
+    that does not exist is a FileNotFoundError; a marker that cannot be read, or that names a
+    file outside the folder, is a ValueError naming it."""
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a run folder")
     marker = folder / COMPLETE_FILE
     if not marker.is_file():
         return "interrupted"
-    data = read_json(marker)
-    files = data.get("files") if isinstance(data, dict) else None
+    data = read_json(marker, kind=dict, what="a completion marker")
+    files = data.get("files")
     if not isinstance(files, dict):
         raise ValueError(f"{marker} is not a completion marker (expected {{\"files\": "
                          "{name: sha256}}); it is corrupt")
+    for name in files:
+        if Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
+            raise ValueError(f"{marker} names {name!r}, which is outside the run folder; the "
+                             "marker is corrupt or was edited")
+    if sorted(files) != _files_below(folder):
+        return "changed"
     for name, digest in files.items():
-        p = folder / name
-        if (not isinstance(name, str) or ".." in Path(name).parts or not p.is_file()
-                or hashlib.sha256(p.read_bytes()).hexdigest() != digest):
+        if _sha256(folder / name) != digest:
             return "changed"
     return "complete"
 

@@ -208,6 +208,10 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def _from_json(cls, data: dict[str, Any], path: Path) -> CharTokenizer:
         chars = _require(data, "chars", list, path)
+        bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
+        if bad:          # checked here too: a runtime type checker may see them first
+            raise ValueError(f"{path}: chars must be single characters, got {bad[0]!r}; the "
+                             "file is corrupt or was edited")
         try:
             return cls(chars)
         except ValueError as e:
@@ -363,15 +367,60 @@ class BPETokenizer(Tokenizer):
     def _to_json(self) -> dict[str, Any]:
         return {"tokenizer": json.loads(self._tok.to_str())}
 
+    def _problem(self) -> str | None:
+        """What is wrong with the vocabulary (for a file that was edited), or None: its ids
+        must be exactly 0 .. vocab_size - 1, each once; every one of the 256 bytes must be a
+        token (else text holding it would be dropped silently when encoded); every other
+        token that is not special must be made of byte characters."""
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        ids = sorted(vocab.values())
+        if ids != list(range(self._n)):
+            seen: dict[int, list[str]] = {}
+            for token, i in vocab.items():
+                seen.setdefault(i, []).append(token)
+            dup = {i: ts for i, ts in seen.items() if len(ts) > 1}
+            missing = sorted(set(range(self._n)) - set(ids))
+            beyond = sorted({i for i in ids if i >= self._n})
+            parts = [f"ids held by more than one token: {dict(list(dup.items())[:5])}"] if dup \
+                else []
+            parts += [f"ids missing: {missing[:10]}"] if missing else []
+            parts += [f"ids beyond {self._n - 1}: {beyond[:10]}"] if beyond else []
+            return (f"its vocabulary's ids are not 0..{self._n - 1}, each once "
+                    f"({'; '.join(parts)})")
+        byte_chars = set(self._unbyte)
+        absent = sorted(byte_chars - set(vocab))
+        if absent:
+            return (f"its vocabulary lacks {len(absent)} of the 256 byte tokens (first "
+                    f"{absent[0]!r}); text holding those bytes would be dropped when encoded")
+        for token in vocab:
+            if token not in self._special and not set(token) <= byte_chars:
+                return (f"token {token!r} is neither a special token nor made of byte "
+                        "characters")
+        return None
+
     @classmethod
     def _from_json(cls, data: dict[str, Any], path: Path) -> BPETokenizer:
         hf = _hf()
         spec = _require(data, "tokenizer", dict, path)
+        model = spec.get("model")
+        if not isinstance(model, dict) or model.get("type") != "BPE":
+            got = model.get("type") if isinstance(model, dict) else model
+            raise ValueError(f"{path}: the 'tokenizer' entry is not a valid HuggingFace "
+                             f"tokenizer: it must hold a BPE model "
+                             f"(\"model\": {{\"type\": \"BPE\", ...}}), got {got!r}; the "
+                             "file is corrupt or not a superpose BPE tokenizer")
         try:
-            return cls(hf.Tokenizer.from_str(json.dumps(spec)))
-        except Exception as e:   # the Rust side raises its own exception type
+            tok = cls(hf.Tokenizer.from_str(json.dumps(spec)))
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:   # the Rust side raises its own types (a panic included)
             raise ValueError(f"{path}: the 'tokenizer' entry is not a valid HuggingFace "
                              f"tokenizer ({e})") from None
+        problem = tok._problem()
+        if problem is not None:
+            raise ValueError(f"{path}: the BPE tokenizer is corrupt: {problem}; the file was "
+                             "edited or damaged, train or save the tokenizer again")
+        return tok
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {
@@ -395,7 +444,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
                          f"'type' key, one of {sorted(TOKENIZERS)})")
     v.choice(f"{path}: tokenizer type", data["type"], TOKENIZERS)
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {version!r}; this superpose reads "
                          f"version {FORMAT_VERSION}")
     return TOKENIZERS[data["type"]]._from_json(data, path)
