@@ -54,6 +54,10 @@ def run(out: str | Path = "results", quick: bool = False, seed: int = 0,
     """Train and sample; return the metrics (rank 0 also writes them). `settings` override
     the QUICK/FULL defaults and GPTTrainConfig fields (steps, batch_size, grad_accum, lr, ...)."""
     world = distributed.current()
+    if Path(out).exists() and not Path(out).is_dir():    # before any work, on every rank
+        raise ValueError(f"out {str(out)!r} is a file; pass a folder for the results")
+    if name is not None:
+        runs.plain_name("name", name)                   # never a path outside `out`
     s = {**(QUICK if quick else FULL), **{k: x for k, x in settings.items() if x is not None}}
     corpus = load_corpus("stdlib", max_chars=s.pop("max_chars"))
     tok = CharTokenizer.fit(corpus)
@@ -78,6 +82,10 @@ def run(out: str | Path = "results", quick: bool = False, seed: int = 0,
         folder = Path(out) / EXPERIMENT / name
     if world.is_main:
         folder.mkdir(parents=True, exist_ok=True)
+        # A named folder may hold an earlier run: it is not complete until this one finishes,
+        # and what a killed write left there goes now (no other process writes yet).
+        (folder / runs.COMPLETE_FILE).unlink(missing_ok=True)
+        runs.remove_leftovers(folder)
         runs.write_json(folder / "config.json", {
             "model": model_cfg, "train": train_cfg, "quick": quick, "world_size":
             world.world_size, "corpus": {"name": corpus.name, "train_chars": len(corpus.train),
@@ -134,7 +142,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        ("checkpoint-every", int), ("val-every", int), ("val-batches", int),
                        ("log-every", int), ("warmup-steps", int), ("schedule", str)]:
         p.add_argument(f"--{flag}", type=kind, help="override the default (see the docstring)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():     # before any work
+        p.error(f"--out {args.out} is a file; pass a folder for the results")
+    if args.name is not None:
+        try:
+            runs.plain_name("--name", args.name)
+        except ValueError as e:
+            p.error(str(e))
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; stages are {[n for n, _ in STAGES]}")
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():     # before any stage runs
+        parser.error(f"--out {args.out} is a file; pass a folder for the results")
     tour = runs.Run.create("tour", out=args.out)
     tour.save_config({"quick": args.quick, "seed": args.seed, "stages": [n for n, _ in stages]})
     out = sys.stdout

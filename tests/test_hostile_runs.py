@@ -495,3 +495,36 @@ def test_experiment_main_refuses_an_out_that_is_a_file_before_any_work(tmp_path,
     assert not called
     assert "is a file; pass a folder for the results" in capsys.readouterr().err
     assert os.path.getsize(tmp_path / "f") == 1
+
+
+# ---- experiment scripts with their own command line ----------------------------------------
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("gpt_train", ["--out", "{file}"], r"--out .*f is a file; pass a folder for the results"),
+    ("gpt_train", ["--name", "../../x"], r"--name must be a plain file or folder name"),
+    ("gpt_train", ["--name", "a/b"], r"--name must be a plain file or folder name"),
+    ("tour", ["--out", "{file}"], r"--out .*f is a file; pass a folder for the results"),
+])
+def test_scripts_refuse_a_bad_out_or_name_before_any_work(tmp_path, capsys, script, argv,
+                                                          message):
+    import importlib
+    import re
+
+    (tmp_path / "f").write_text("x")
+    module = importlib.import_module(script)
+    argv = [a.replace("{file}", str(tmp_path / "f")) for a in argv]
+    with pytest.raises(SystemExit):
+        (module.parse_args if script == "gpt_train" else module.main)([*argv, "--quick"])
+    assert re.search(message, capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_gpt_train_run_refuses_a_file_out_or_an_escaping_name_before_loading(tmp_path):
+    import gpt_train
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"out '.*f' is a file; pass a folder for the results"):
+        gpt_train.run(out=tmp_path / "f", quick=True)
+    with pytest.raises(ValueError, match=r"name must be a plain file or folder name"):
+        gpt_train.run(out=tmp_path, quick=True, name="../x")
