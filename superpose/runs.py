@@ -49,7 +49,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; pass the path of a file to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
@@ -60,6 +60,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _make_parent(path: Path) -> None:
+    """Create `path`'s parent folders, or name the file that stands where one should be."""
+    blocking = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"cannot write {path}: {blocking} is a file, not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def remove_leftovers(folder: str | Path) -> list[Path]:
@@ -221,9 +229,9 @@ def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
         atomic_write(folder / WEIGHTS_FILE, weights_then_rest)
         return folder
 
+    _make_parent(folder)
     for p in _leftover_saves(folder):
         shutil.rmtree(p, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))

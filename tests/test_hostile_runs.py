@@ -528,3 +528,16 @@ def test_gpt_train_run_refuses_a_file_out_or_an_escaping_name_before_loading(tmp
         gpt_train.run(out=tmp_path / "f", quick=True)
     with pytest.raises(ValueError, match=r"name must be a plain file or folder name"):
         gpt_train.run(out=tmp_path, quick=True, name="../x")
+
+
+def test_writes_under_a_file_or_onto_a_folder_are_refused_naming_them(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"cannot write .*f/sub/m\.json: .*f is a file, not a "
+                                         r"folder"):
+        runs.write_json(tmp_path / "f" / "sub" / "m.json", {"a": 1})
+    with pytest.raises(ValueError, match=r"tok is a folder; pass the path of a file to write"):
+        (tmp_path / "tok").mkdir()
+        tokenizers.ByteTokenizer().save(tmp_path / "tok")
+    with pytest.raises(ValueError, match=r"cannot write .*f/m: .*f is a file, not a folder"):
+        _toy().save(tmp_path / "f" / "m")
+    assert (tmp_path / "f").read_text() == "x"
