@@ -360,8 +360,14 @@ class Run:
         return write_json(self.path / "metrics.json", metrics)
 
     def save_figure(self, fig: Any, name: str, *, dpi: int = 120) -> Path:
-        """Save a matplotlib figure as `<name>.png` atomically."""
+        """Save a matplotlib figure as `<name>.png` atomically (a failed save leaves no
+        temporary file and the previous PNG of that name as it was)."""
         plain_name("name", name)
+        if isinstance(dpi, bool) or not isinstance(dpi, int) or not 1 <= dpi <= 1200:
+            raise ValueError(f"dpi must be an integer in [1, 1200], got {dpi!r}")
+        if not callable(getattr(fig, "savefig", None)):
+            raise ValueError(f"fig must be a matplotlib Figure (something with .savefig), got "
+                             f"{type(fig).__name__}")
         target = self.path / (name if name.endswith(".png") else f"{name}.png")
         atomic_write(target, lambda p: fig.savefig(p, dpi=dpi, format="png",
                                                    bbox_inches="tight"))

@@ -541,3 +541,24 @@ def test_writes_under_a_file_or_onto_a_folder_are_refused_naming_them(tmp_path):
     with pytest.raises(ValueError, match=r"cannot write .*f/m: .*f is a file, not a folder"):
         _toy().save(tmp_path / "f" / "m")
     assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("fig, dpi, message", [
+    ("figure", float("inf"), r"dpi must be an integer in \[1, 1200\], got inf"),
+    ("figure", 0, r"dpi must be an integer in \[1, 1200\], got 0"),
+    ("figure", 10**6, r"dpi must be an integer in \[1, 1200\], got 1000000"),
+    ("figure", True, r"dpi must be an integer in \[1, 1200\], got True"),
+    (None, 100, r"fig must be a matplotlib Figure \(something with \.savefig\), got NoneType"),
+    ([1, 2], 100, r"fig must be a matplotlib Figure .*got list"),
+])
+def test_save_figure_refuses_a_bad_dpi_or_a_non_figure(tmp_path, fig, dpi, message,
+                                                      user_errors):
+    import matplotlib.pyplot as plt
+
+    run = runs.Run.create("exp", out=tmp_path)
+    if fig == "figure":
+        fig = plt.figure()
+    with pytest.raises(ValueError, match=message):
+        run.save_figure(fig, "x", dpi=dpi)
+    plt.close("all")
+    assert list(run.path.iterdir()) == []
