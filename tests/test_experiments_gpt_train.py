@@ -42,7 +42,7 @@ def test_torchrun_two_processes_match_one(tmp_path, root):
     # Rank 0 alone wrote: one run folder, one checkpoint, no temporary folders.
     run_dir = tmp_path / "gpt_train" / "ddp"
     assert {p.name for p in run_dir.iterdir()} == {
-        "config.json", "tokenizer.json", "checkpoints", "model", "metrics.json",
+        "config.json", "tokenizer.json", "checkpoints", "model", "metrics.json", "complete.json",
         "loss_curves.png"}
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-00000004"]
     assert json.loads((tmp_path / "gpt_train" / "ddp" / "checkpoints" / "checkpoint-00000004"
