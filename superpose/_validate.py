@@ -281,3 +281,95 @@ def check_fields(cfg: Any, constraints: dict[str, Rule]) -> None:
         new = rule.convert(value)
         if new is not value:
             object.__setattr__(cfg, name, new)
+
+
+# ---- non-finite, empty and zero-vector data (issue 13) ----------------------------------------
+# One wording everywhere: "<where>: <name> holds N NaN/inf value(s) (first at index [i, j]);
+# <fix>". `where` is the public function ("plot.loss_curves", "geometry.gram"), `name` its
+# argument, so the message says whose data is bad and where in it to look.
+
+NAN_POLICIES = ("raise", "omit")
+
+
+def find_nonfinite(x: Any, depth: int = 0) -> tuple[int, list] | None:
+    """(count, index of the first) of the NaN/inf values in a tensor, a NumPy array, a float
+    or a list / tuple / dict / dataclass of them (five levels deep; the index then starts with
+    the list position, dict key or field name); None when every number is finite or `x`
+    holds no numbers."""
+    import numpy as np
+
+    if isinstance(x, torch.Tensor):
+        if not (x.is_floating_point() or x.is_complex()) or x.numel() == 0:
+            return None
+        bad = ~torch.isfinite(x.detach())
+        if not bool(bad.any()):
+            return None
+        return int(bad.sum()), bad.nonzero()[0].tolist()
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "fc" or x.size == 0:
+            return None
+        bad = ~np.isfinite(x)
+        if not bad.any():
+            return None
+        return int(bad.sum()), [int(i) for i in np.argwhere(bad)[0]]
+    if isinstance(x, (float, np.floating)):
+        return None if math.isfinite(x) else (1, [])
+    if isinstance(x, (list, tuple)) and x and all(type(i) in (float, int) for i in x):
+        return find_nonfinite(np.asarray(x, dtype=float))      # a logged series: one pass
+    if depth < 5 and dataclasses.is_dataclass(x) and not isinstance(x, type):
+        x = {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
+    if depth < 5 and isinstance(x, (list, tuple, dict)):
+        items = list(x.items()) if isinstance(x, dict) else list(enumerate(x))
+        count, first = 0, None
+        for key, item in items:
+            found = find_nonfinite(item, depth + 1)
+            if found is not None:
+                count += found[0]
+                if first is None:
+                    first = [key, *found[1]]
+        return None if first is None else (count, first)
+    return None
+
+
+def nonfinite_message(where: str, name: str, count: int, index: list, fix: str) -> str:
+    at = f" (first at index {index})" if index else ""
+    return f"{where}: {name} holds {count} NaN/inf value(s){at}; {fix}"
+
+
+def check_finite(where: str, name: str, x: Any, *,
+                 fix: str = "drop or fix those values first") -> None:
+    """One ValueError naming `where`, the argument `name`, how many NaN/inf values `x` holds
+    and the index of the first, then `fix`. `x`: anything `find_nonfinite` reads."""
+    found = find_nonfinite(x)
+    if found is not None:
+        raise ValueError(nonfinite_message(where, name, found[0], found[1], fix))
+
+
+def check_nan_policy(where: str, nan_policy: Any) -> str:
+    """`nan_policy` must be "raise" (the default everywhere: non-finite data is an error) or
+    "omit" (drop it, and say how much was dropped)."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"{where}: nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
+    return nan_policy
+
+
+def check_not_empty(where: str, name: str, n: int, *, what: str = "rows", min_n: int = 1
+                    ) -> None:
+    """`n` (the count of `what` in argument `name`) must be at least `min_n`: a figure or a
+    statistic of nothing is blank or undefined, never an answer."""
+    if n < min_n:
+        need = "at least one" if min_n == 1 else f"at least {min_n}"
+        raise ValueError(f"{where}: {name} has {n} {what}; it needs {need}")
+
+
+def check_nonzero_rows(where: str, name: str, lengths: torch.Tensor, *, eps: float = 1e-12
+                       ) -> None:
+    """Rows whose length is <= `eps` have no direction: cosines and angles with them are
+    undefined (0/0), so name the first instead of returning NaN."""
+    zero = lengths <= eps
+    if bool(zero.any()):
+        idx = zero.nonzero()[0].tolist()
+        row = "".join(f"[{i}]" for i in idx)
+        raise ValueError(f"{where}: {name}{row} is a zero vector (norm "
+                         f"{float(lengths[tuple(idx)]):.3g}); angles and cosines with it are "
+                         "undefined: drop it first (e.g. keep norms(V) > 0.5)")

@@ -23,24 +23,39 @@ from jaxtyping import Float
 from torch import Tensor
 
 from superpose import _deprecation as deprecation
+from superpose import _validate as v
 
 EPS = 1e-12
 
 
-def _check_vectors(V: Tensor, name: str = "vectors") -> None:
+def _check_vectors(V: Tensor, name: str = "vectors", where: str | None = None) -> None:
+    where = f"geometry.{where}" if where and "." not in where else where
+    pre = f"{where}: " if where else ""
     if not isinstance(V, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape [..., n, d], "
+        raise TypeError(f"{pre}{name} must be a torch.Tensor of shape [..., n, d], "
                         f"got {type(V).__name__}")
     if V.ndim < 2:
-        raise ValueError(f"{name} must have shape [..., n, d] (rows are vectors), "
+        raise ValueError(f"{pre}{name} must have shape [..., n, d] (rows are vectors), "
                          f"got shape {list(V.shape)}")
     if not V.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {V.dtype}")
+        raise ValueError(f"{pre}{name} must be a floating-point tensor, got dtype {V.dtype}")
+    if not bool(torch.isfinite(V).all()):
+        v.check_finite(where or "geometry", name, V,
+                       fix="norms, angles and dimensionalities of them are undefined. Drop "
+                           "or fix those vectors first")
+
+
+def _check_nonzero(V: Tensor, where: str, name: str = "vectors") -> Tensor:
+    """The lengths of V's rows, after refusing a zero row (its angles are undefined)."""
+    length = V.norm(dim=-1)
+    v.check_nonzero_rows(where if "." in where else f"geometry.{where}", name, length,
+                         eps=EPS)
+    return length
 
 
 def norms(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n"]:
     """The length of every vector."""
-    _check_vectors(V)
+    _check_vectors(V, where="norms")
     return V.norm(dim=-1)
 
 
@@ -49,30 +64,34 @@ def normalize(V: Float[Tensor, "*batch n d"], *args: float, eps: float = EPS
     """Unit vectors (a zero vector stays zero rather than becoming NaN). `eps` positionally is
     deprecated (pass eps=...)."""
     eps = deprecation.positional_option("normalize", "eps", args, eps, default=EPS)
-    _check_vectors(V)
+    _check_vectors(V, where="normalize")
     return V / V.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def gram(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n n"]:
     """All dot products V Vᵀ; for a toy model this is the paper's WᵀW."""
-    _check_vectors(V)
+    _check_vectors(V, where="gram")
     return V @ V.transpose(-1, -2)
 
 
 def cosine_matrix(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n n"]:
-    """All pairwise cosine similarities (0 for pairs involving a zero vector)."""
+    """All pairwise cosine similarities (0 for pairs involving a zero vector: a toy model's
+    dead feature; `angles_deg` and the pairwise statistics below refuse zero vectors)."""
+    _check_vectors(V, where="cosine_matrix")
     U = normalize(V)
     return U @ U.transpose(-1, -2)
 
 
 def interference(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n n"]:
     """WᵀW with its diagonal zeroed: how much feature j leaks into feature i's read-out."""
+    _check_vectors(V, where="interference")
     G = gram(V)
     return G - torch.diag_embed(torch.diagonal(G, dim1=-2, dim2=-1))
 
 
 def superposition(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n"]:
     """Σ_{j≠i} (Ŵ_i · W_j)²: 0 for a feature with a dimension to itself."""
+    _check_vectors(V, where="superposition")
     proj = normalize(V) @ V.transpose(-1, -2)                      # [.., n, n]: Ŵ_i · W_j
     proj = proj - torch.diag_embed(torch.diagonal(proj, dim1=-2, dim2=-1))
     return proj.square().sum(-1)
@@ -85,6 +104,7 @@ def feature_dimensionality(V: Float[Tensor, "*batch n d"], *args: float, eps: fl
     deprecated (pass eps=...)."""
     eps = deprecation.positional_option("feature_dimensionality", "eps", args, eps,
                                         default=1e-10)
+    _check_vectors(V, where="feature_dimensionality")
     proj = normalize(V) @ V.transpose(-1, -2)
     denom = proj.square().sum(-1)
     n2 = V.square().sum(-1)
@@ -92,9 +112,19 @@ def feature_dimensionality(V: Float[Tensor, "*batch n d"], *args: float, eps: fl
 
 
 def dimensions_per_feature(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch"]:
-    """m / ||W||_F²: how many hidden dimensions each (represented) feature gets on average."""
-    _check_vectors(V)
-    return V.shape[-1] / V.square().sum(dim=(-1, -2)).clamp_min(EPS)
+    """m / ||W||_F²: how many hidden dimensions each (represented) feature gets on average.
+    Undefined (a ValueError naming the set) when a set holds no vectors or only zero ones."""
+    _check_vectors(V, where="dimensions_per_feature")
+    fro2 = V.square().sum(dim=(-1, -2))
+    empty = fro2 <= EPS
+    if bool(empty.any()):
+        idx = empty.nonzero()[0].tolist() if fro2.ndim else []
+        at = "".join(f"[{i}]" for i in idx)
+        raise ValueError(f"geometry.dimensions_per_feature: vectors{at} has ||W||_F² = "
+                         f"{float(fro2[tuple(idx)]):.3g} ({V.shape[-2]} vector(s), none "
+                         "represented), so dimensions per feature m / ||W||_F² is undefined; "
+                         "leave out sets with no represented feature")
+    return V.shape[-1] / fro2
 
 
 def n_represented(V: Float[Tensor, "*batch n d"], *args: float, threshold: float = 0.5
@@ -103,11 +133,14 @@ def n_represented(V: Float[Tensor, "*batch n d"], *args: float, threshold: float
     `threshold` positionally is deprecated (pass threshold=...)."""
     threshold = deprecation.positional_option("n_represented", "threshold", args, threshold,
                                               default=0.5)
+    _check_vectors(V, where="n_represented")
     return (norms(V) > threshold).sum(-1)
 
 
 def angles_deg(V: Float[Tensor, "*batch n d"]) -> Float[Tensor, "*batch n n"]:
-    """Pairwise angles in degrees."""
+    """Pairwise angles in degrees (a zero vector, with no direction, is a ValueError)."""
+    _check_vectors(V, where="angles_deg")
+    _check_nonzero(V, "angles_deg")
     return torch.rad2deg(torch.arccos(cosine_matrix(V).clamp(-1, 1)))
 
 
@@ -116,12 +149,21 @@ def coherence(V: Float[Tensor, "*batch n d"], *args: int, chunk: int | None = No
     """max_{i≠j} |cos(v_i, v_j)|, computed `chunk` rows at a time so n×n is never built at
     once. `chunk=None` picks the rows from the same element budget as the other pairwise
     functions here (about 2²² cosines per block, counting batch dimensions); the result does
-    not depend on `chunk` beyond float rounding. `chunk` positionally is deprecated."""
+    not depend on `chunk` beyond float rounding. A zero vector (a toy model's dead feature)
+    counts as orthogonal to all, as in `cosine_matrix`; a set with fewer than 2 non-zero
+    vectors is a ValueError. `chunk` positionally is deprecated."""
     chunk = deprecation.positional_option("coherence", "chunk", args, chunk)
-    _check_vectors(V)
+    _check_vectors(V, where="coherence")
     n = V.shape[-2]
     if n < 2:
         raise ValueError(f"coherence needs at least 2 vectors, got n={n}")
+    alive = (V.norm(dim=-1) > EPS).sum(-1)
+    if bool((alive < 2).any()):
+        idx = (alive < 2).nonzero()[0].tolist() if alive.ndim else []
+        at = "".join(f"[{i}]" for i in idx)
+        raise ValueError(f"geometry.coherence: vectors{at} has {int(alive[tuple(idx)])} "
+                         "non-zero vector(s); a coherence needs at least 2 (zero vectors have no "
+                         "direction)")
     batch = math.prod(V.shape[:-2])
     rows = (_chunk_rows(n, chunk) if chunk is not None
             else max(1, min(n, _CHUNK_ELEMENTS // max(n * batch, 1))))
@@ -147,27 +189,27 @@ def coherence(V: Float[Tensor, "*batch n d"], *args: int, chunk: int | None = No
 _CHUNK_ELEMENTS = 2**22          # cosines held at once by default (16 MB in float32)
 
 
-def unit_rows(V: Float[Tensor, "n d"], name: str = "vectors", min_n: int = 2
-              ) -> Float[Tensor, "n d"]:
+def unit_rows(V: Float[Tensor, "n d"], name: str = "vectors", min_n: int = 2, *,
+              where: str = "geometry.unit_rows") -> Float[Tensor, "n d"]:
     """The rows of V scaled to unit length, after checking that V is an [n, d] set of at least
-    `min_n` finite, non-zero vectors (the error names the first bad row)."""
-    _check_vectors(V, name)
+    `min_n` finite, non-zero vectors (the error names `where`, the calling function, and the
+    first bad row)."""
+    where = where if "." in where else f"geometry.{where}"
+    pre = f"{where}: "
+    if isinstance(V, Tensor) and V.ndim == 2 and V.is_floating_point():
+        finite = torch.isfinite(V).all(dim=-1)
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0, 0])
+            raise ValueError(f"{pre}{name}[{i}] contains NaN or inf ({int((~finite).sum())} "
+                             "such row(s)); every vector must be finite: drop or fix them first")
+    _check_vectors(V, name, where)
     if V.ndim != 2:
-        raise ValueError(f"{name} must have shape [n, d] here (one vector set, no batch "
+        raise ValueError(f"{pre}{name} must have shape [n, d] here (one vector set, no batch "
                          f"dimensions), got shape {list(V.shape)}")
     n = V.shape[0]
     if n < min_n:
-        raise ValueError(f"{name} needs at least {min_n} vectors (rows), got n={n}")
-    finite = torch.isfinite(V).all(dim=-1)
-    if not bool(finite.all()):
-        i = int((~finite).nonzero()[0, 0])
-        raise ValueError(f"{name}[{i}] contains NaN or inf; every vector must be finite")
-    length = V.norm(dim=-1)
-    zero = length <= EPS
-    if bool(zero.any()):
-        i = int(zero.nonzero()[0, 0])
-        raise ValueError(f"{name}[{i}] is a zero vector (norm {float(length[i]):.3g}); angles "
-                         "with it are undefined: drop it first (e.g. keep norms(V) > 0.5)")
+        raise ValueError(f"{pre}{name} needs at least {min_n} vectors (rows), got n={n}")
+    length = _check_nonzero(V, where, name)
     return V / length[:, None]
 
 
@@ -205,7 +247,7 @@ def angle_histogram(V: Float[Tensor, "n d"], *args: int | tuple[float | int, flo
     bins, range_deg = deprecation.positional_options(
         "angle_histogram", "V", args, {"bins": bins, "range_deg": range_deg},
         {"bins": 180, "range_deg": None})
-    U = unit_rows(V)
+    U = unit_rows(V, where="angle_histogram")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")
     lo, hi = range_deg if range_deg is not None else (0.0, 90.0 if lines else 180.0)
@@ -230,7 +272,7 @@ def count_pairs_in_band(V: Float[Tensor, "n d"], lo_deg: float | int, hi_deg: fl
     `count_pairs_in_band(V, 89, 91) == n(n-1)/2` is the claim "every angle is within 1° of
     perpendicular". Compared in cosine space: cos(hi) <= cos <= cos(lo).
     """
-    U = unit_rows(V)
+    U = unit_rows(V, where="count_pairs_in_band")
     if not 0 <= lo_deg <= hi_deg <= 180:
         raise ValueError(f"the band must satisfy 0 <= lo_deg <= hi_deg <= 180, "
                          f"got lo_deg={lo_deg!r}, hi_deg={hi_deg!r}")
@@ -245,7 +287,7 @@ def nearest_neighbour_angles(V: Float[Tensor, "n d"], *, lines: bool = False,
                              chunk: int | None = None) -> Float[Tensor, " n"]:
     """For every vector, the angle (degrees) to its nearest other vector (lines=True: to the
     nearest other line, from |cos|, in [0°, 90°])."""
-    U = unit_rows(V)
+    U = unit_rows(V, where="nearest_neighbour_angles")
     n = U.shape[0]
     rows = _chunk_rows(n, chunk)
     out = torch.empty(n, dtype=U.dtype, device=U.device)
@@ -289,7 +331,7 @@ class CosineStats:
 def cosine_stats(V: Float[Tensor, "n d"], *, chunk: int | None = None) -> CosineStats:
     """Mean, std, mean |cos|, rms, max |cos| (coherence), min/max cos and the extreme angles of
     all pairs i < j, accumulated in float64 over row chunks."""
-    U = unit_rows(V)
+    U = unit_rows(V, where="cosine_stats")
     return unit_cosine_stats(U, rows=_chunk_rows(U.shape[0], chunk))
 
 

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from superpose import _deprecation as deprecation
+from superpose import _validate as validate
 from superpose import geometry
 
 Kind = Literal["gaussian", "sparse", "very_sparse"]
@@ -302,9 +303,13 @@ class DistortionSummary:
 def summarize(ratios: Float[Tensor, " pairs"] | Float[np.ndarray, " pairs"], *,
               eps: float | None = None,
               quantiles: Sequence[float] = (0.5, 0.9, 0.99, 1.0)) -> DistortionSummary:
-    """Summarise distortion ratios from `pairwise_distortion`."""
+    """Summarise distortion ratios from `pairwise_distortion` (a NaN/inf ratio is a
+    ValueError: quantiles and maxima of them would be NaN)."""
     r = np.asarray(ratios.detach().cpu() if isinstance(ratios, Tensor) else ratios,
                    dtype=np.float64).ravel()
+    validate.check_finite("jl.summarize", "ratios", r,
+                          fix="a summary of them would be NaN. Drop or fix those pairs first "
+                              "(pairwise_distortion leaves out identical points)")
     if r.size == 0:
         raise ValueError("ratios is empty (were all points identical?)")
     if eps is not None:

@@ -122,7 +122,7 @@ def test_dimensionality_scatter_one_dot_per_feature_and_the_paper_lines() -> Non
     (lambda: plot.dimensions_per_feature_curve(np.array([0.0, 2.0]), np.array([1.0, 0.5])),
      "inv_sparsity .* must be > 0"),
     (lambda: plot.dimensions_per_feature_curve(np.array([1.0, 2.0]), np.array([1.0, np.nan])),
-     "dims_per_feature must be finite"),
+     r"dims_per_feature holds 1 NaN/inf value\(s\)"),
     (lambda: plot.dimensionality_scatter(np.array([1.0, 2.0]), np.ones((3, 4))),
      r"feature_dims must have shape \[2, n\]"),
     (lambda: plot.dimensionality_scatter(np.array([1.0, 2.0]), np.ones((2, 4)),

@@ -54,6 +54,10 @@ def random_coherence(n: int, d: int) -> float:
     are weakly dependent, so this runs a few percent high; the cruder heuristic
     sqrt(2 ln(n²) / d) from a Gaussian tail is further off (benchmarks/README.md has both
     against simulation)."""
+    for name, value in (("n", n), ("d", d)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"random_coherence: {name} must be a positive integer, got "
+                             f"{value!r}")
     if n < 2:
         return 0.0
     if d == 1:
@@ -200,6 +204,8 @@ def random_angle_density(angles_deg: Float[Tensor, " k"], d: int, *, lines: bool
     if not isinstance(angles_deg, Tensor):
         raise TypeError(f"angles_deg must be a torch.Tensor of angles in degrees, "
                         f"got {type(angles_deg).__name__}")
+    v.check_finite("packing.random_angle_density", "angles_deg", angles_deg,
+                   fix="a density at them is undefined. Drop or fix those angles first")
     theta = torch.deg2rad(angles_deg.double())
     log_norm = float(special.betaln(0.5, (d - 1) / 2)) - math.log(math.pi / 180)
     s = torch.sin(theta).clamp_min(0.0)

@@ -233,7 +233,7 @@ def pack(n: int, d: int, *, steps: int = 2000, lr: float | int | None = None,
         if init.ndim != 2 or tuple(init.shape) != (n, d):
             raise ValueError(f"init tensor must have shape [n, d] = [{n}, {d}], "
                              f"got {list(init.shape)}")
-        U = geometry.unit_rows(init.detach(), "init").to(dev, dtype)
+        U = geometry.unit_rows(init.detach(), "init", where="packing.pack").to(dev, dtype)
     else:
         v.choice("init", init, INITS)
         U = initial_vectors(n, d, init=init, seed=seed, device=dev).to(dtype=dtype)

@@ -6,6 +6,7 @@ state, nothing to close, safe in tests and worker processes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from superpose import _validate as v
 
 
 def select_indices(sel: Any, n: int, *, empty: str, bad: Any) -> list[int]:
@@ -198,3 +201,68 @@ def axes_list(ax: Any, n: int, *, nrows: int, ncols: int,
         raise ValueError(f"ax= must be an Axes or a sequence of {n} Axes (one per instance), "
                          f"got {len(axs)} item(s)")
     return root_figure(axs[0]), axs
+
+
+def finite_inputs(fn: Any = None, *, missing_ok: Sequence[str] = (),
+                  omit: Sequence[str] = (), skip: Sequence[str] = ()) -> Any:
+    """Decorator for a public plot function: every numeric argument (tensors, arrays, floats,
+    and lists / tuples / dicts of them) must be finite, else one ValueError naming the function,
+    the argument, how many values and where the first is. A figure of NaN data is empty or
+    wrong without a word, which is worse than an error.
+
+    `missing_ok`: arguments where NaN means "no value" and is drawn as such (a grey cell); inf
+    is still refused. `omit`: arguments the function itself cleans when called with
+    nan_policy="omit" (it then says how many values it left out). `skip`: arguments that are
+    our own results where inf has a meaning (a capacity bound that does not exist)."""
+    if fn is None:
+        return lambda f: finite_inputs(f, missing_ok=missing_ok, omit=omit, skip=skip)
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn)
+    where = f"plot.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = sig.bind_partial(*args, **kwargs)
+        except TypeError:
+            return fn(*args, **kwargs)          # let the function report its own misuse
+        omitting = bound.arguments.get("nan_policy", "raise") == "omit"
+        for name, value in bound.arguments.items():
+            if (omitting and name in omit) or name in skip:
+                continue
+            if name in missing_ok:
+                value = _without_nan(value)
+            v.check_finite(where, name, value, fix="a figure of them would be empty or wrong. "
+                           + ("Pass nan_policy='omit' to leave them out, or drop"
+                              if name in omit else "Drop") + " or fix those values first")
+        return fn(*args, **kwargs)
+    return checked
+
+
+def _without_nan(x: Any) -> Any:
+    """`x` with NaN replaced by 0 (for arguments where NaN means 'missing'), so that only inf
+    counts as bad; an all-NaN tensor stays as it is (a figure of no values is refused)."""
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        t = torch.as_tensor(x)
+        if t.is_floating_point() and t.numel() and not bool(torch.isnan(t).all()):
+            return torch.nan_to_num(t, nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return x
+
+
+def drop_nonfinite(x: Any) -> tuple[np.ndarray, int]:
+    """(the finite values of `x` as a flat float64 array, how many were dropped)."""
+    a = np.asarray(torch.as_tensor(x).detach().to("cpu").double()).ravel()
+    ok = np.isfinite(a)
+    return a[ok], int((~ok).sum())
+
+
+def omitted_note(title: str | None, n_omitted: int, what: str = "non-finite value(s)"
+                 ) -> str | None:
+    """The title with a second line saying how many values nan_policy='omit' left out (in the
+    figure itself, where a reader of the saved PNG sees it, not in a log nobody reads)."""
+    if not n_omitted:
+        return title
+    note = f"({n_omitted} {what} omitted)"
+    return f"{title}\n{note}" if title else note

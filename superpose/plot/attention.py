@@ -32,7 +32,13 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from superpose import _deprecation as deprecation
-from superpose.plot._common import figure_and_axes, grid_shape, root_figure, select_indices
+from superpose.plot._common import (
+    figure_and_axes,
+    finite_inputs,
+    grid_shape,
+    root_figure,
+    select_indices,
+)
 
 PATTERN_KEY = "blocks.{layer}.attn.hook_pattern"
 _PATTERN_RE = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
@@ -219,6 +225,7 @@ def _colorbar(fig: Figure, im: Any, axs: Any) -> None:
 # ---------------------------------------------------------------- figures
 
 
+@finite_inputs
 def attention_heads(cache_or_patterns: PatternSource, *, layer: int = 0,
                        tokens: Sequence[str] | None = None,
                        heads: int | Sequence[int] | None = None, batch: int = 0,
@@ -292,6 +299,7 @@ def attention_heads(cache_or_patterns: PatternSource, *, layer: int = 0,
     return fig
 
 
+@finite_inputs
 def attention_head(cache_or_patterns: PatternSource, *, layer: int, head: int,
                    tokens: Sequence[str] | None = None, batch: int = 0, ax: Axes | None = None,
                    cmap: str | Colormap = ATTENTION_CMAP, colorbar: bool = True,
@@ -328,6 +336,7 @@ def attention_head(cache_or_patterns: PatternSource, *, layer: int, head: int,
     return fig
 
 
+@finite_inputs(missing_ok=("scores",))
 def head_scores_heatmap(scores: HeadScores, *, ax: Axes | None = None,
                         cmap: str | Colormap = "viridis", vmin: float | int | None = None,
                         vmax: float | int | None = None,
@@ -336,7 +345,8 @@ def head_scores_heatmap(scores: HeadScores, *, ax: Axes | None = None,
     """A layers x heads heatmap of one number per head (an induction score, a prefix-matching
     score, an ablation effect). Layer 0 is the top row. `vmin`/`vmax` default to the data's
     range; `annotate` writes the values in the cells (default: at most 12 heads per layer and
-    160 cells). NaN cells (a head not scored) are grey."""
+    160 cells). NaN cells (a head not scored) are grey; inf, or no finite score at all, is a
+    ValueError."""
     S = torch.as_tensor(scores).detach().to("cpu").double().numpy()
     if S.ndim != 2 or 0 in S.shape:
         raise ValueError(f"scores must have shape [layer head] with at least one of each, got "

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 from torch import Tensor
 
-from superpose.plot._common import figure_and_axes
+from superpose.plot._common import figure_and_axes, finite_inputs
 
 DPF_LABEL = r"$m\,/\,\|W\|_F^2$"
 PAPER_FRACTIONS: tuple[float, ...] = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8)
@@ -33,6 +33,7 @@ PerInstance = Float[Tensor, " inst"] | Float[np.ndarray, " inst"]
 PerFeature = Float[Tensor, "inst n_features"] | Float[np.ndarray, "inst n_features"]
 
 
+@finite_inputs
 def dimensions_per_feature_curve(inv_sparsity: InvSparsity, dims_per_feature: PerInstance, *,
                                  ax: Axes | None = None,
                                  lines: Sequence[float | int] = (1, 1 / 2),
@@ -52,6 +53,7 @@ def dimensions_per_feature_curve(inv_sparsity: InvSparsity, dims_per_feature: Pe
     return fig
 
 
+@finite_inputs
 def dimensionality_scatter(inv_sparsity: InvSparsity, feature_dims: PerFeature, *,
                            ax: Axes | None = None,
                            lines: Sequence[float | int] = PAPER_FRACTIONS,

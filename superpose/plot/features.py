@@ -27,7 +27,7 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from superpose.plot._common import LabFigure, figure_and_axes
+from superpose.plot._common import LabFigure, figure_and_axes, finite_inputs
 from superpose.plot.attention import visible_token
 
 CONTEXT_CMAP = "Oranges"
@@ -162,6 +162,7 @@ def _density_panel(ax: Axes, density: torch.Tensor, latent: int, bins: int) -> N
     ax.tick_params(labelsize=7)
 
 
+@finite_inputs
 def feature_view(stats: Any, latent: int, *, tokenizer: Any, logits: Any | None = None,
                  n_contexts: int = 10, k_logits: int = 6, bins: int = 30,
                  title: str | None = None, label: str | None = None) -> Figure:
@@ -214,6 +215,7 @@ def _as_losses(r: Any) -> dict[str, float]:
     return {k: float(x) for k, x in r.items()}
 
 
+@finite_inputs
 def loss_recovered_bars(results: Mapping[str, Any], *, ax: Axes | None = None,
                         title: str | None = None) -> Figure:
     """Left: cross-entropy clean / with the SAE / mean- / zero-ablated per entry; right: the

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from superpose import _deprecation as deprecation
 from superpose import geometry, packing
-from superpose.plot._common import axes_list, figure_and_axes, grid_shape
+from superpose.plot._common import axes_list, figure_and_axes, finite_inputs, grid_shape
 
 Vectors = Float[Tensor, "n d"]
 VectorSets = Union[Float[Tensor, "n d"], Mapping[str, Float[Tensor, "n d"]]]
@@ -39,7 +39,8 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17
 BOUND_COLOR = "#d62728"
 
 
-def _as_sets(vectors: object, name: str = "vectors") -> dict[str, Tensor]:
+def _as_sets(vectors: object, name: str = "vectors",
+             where: str = "plot.angle_histograms") -> dict[str, Tensor]:
     """A tensor or a {label: tensor} mapping as {label: float CPU [n, d] tensor}, one d."""
     if isinstance(vectors, Tensor):
         sets = {"": vectors}
@@ -56,7 +57,8 @@ def _as_sets(vectors: object, name: str = "vectors") -> dict[str, Tensor]:
             raise TypeError(f"{name}[{label!r}] must be a torch.Tensor [n, d], "
                             f"got {type(V).__name__}")
         out[str(label)] = geometry.unit_rows(V.detach().to("cpu").double(),
-                                             name=f"{name}[{label!r}]" if label else name)
+                                             name=f"{name}[{label!r}]" if label else name,
+                                             where=where)
     dims = {V.shape[1] for V in out.values()}
     if len(dims) > 1:
         raise ValueError(f"every vector set in {name} must have the same dimension d (they share "
@@ -64,6 +66,7 @@ def _as_sets(vectors: object, name: str = "vectors") -> dict[str, Tensor]:
     return out
 
 
+@finite_inputs
 def angle_histograms(vectors: VectorSets, *, lines: bool = False, bins: int | None = None,
                     range_deg: tuple[float, float] | None = None, baseline: bool = True,
                     bound: bool = True, ax: Axes | None = None,
@@ -133,6 +136,7 @@ def angle_histograms(vectors: VectorSets, *, lines: bool = False, bins: int | No
     return fig
 
 
+@finite_inputs(skip=("caps",))
 def capacity_curves(caps: Sequence[packing.Capacity], *,
                     measured: Mapping[str, tuple[Sequence[float | int], Sequence[float | int]]]
                     | None = None,
@@ -201,6 +205,7 @@ def _as_results(results: object) -> dict[str, packing.PackResult]:
     return items
 
 
+@finite_inputs
 def optimizer_history(results: packing.PackResult | Sequence[packing.PackResult]
                       | Mapping[str, packing.PackResult], *,
                       known: Mapping[str, float] | None = None, ratio: bool = False,
@@ -238,6 +243,7 @@ def optimizer_history(results: packing.PackResult | Sequence[packing.PackResult]
     return fig
 
 
+@finite_inputs
 def angle_comparison(groups: Mapping[str, Mapping[str, Vectors]], *, lines: bool = True,
                      max_cols: int = 4, ax: object = None,
                      title: str | None = None) -> Figure:
@@ -257,7 +263,7 @@ def angle_comparison(groups: Mapping[str, Mapping[str, Vectors]], *, lines: bool
     bars: dict[str, dict[str, float]] = {}
     bound_deg: dict[str, float] = {}
     for a, (name, sets) in zip(axes, groups.items()):
-        unit = _as_sets(sets, name=f"groups[{name!r}]")
+        unit = _as_sets(sets, name=f"groups[{name!r}]", where="plot.angle_comparison")
         angle_histograms(unit, lines=lines, ax=a, title=name)
         a.legend(fontsize=6, loc="upper left")
         # an optimised set piles its worst pairs into one spike at the bound: clip the axis

@@ -17,8 +17,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from superpose import _validate as v
 from superpose.jl import SmallestK, Sweep
-from superpose.plot._common import figure_and_axes
+from superpose.plot._common import (
+    drop_nonfinite,
+    figure_and_axes,
+    finite_inputs,
+    omitted_note,
+)
 
 KIND_COLORS = {"gaussian": "#1f77b4", "sparse": "#2ca02c", "very_sparse": "#d62728"}
 Ratios = Union[Float[Tensor, " pairs"], Float[np.ndarray, " pairs"]]
@@ -32,6 +38,7 @@ def _as_list(result: object) -> list[SmallestK | Sweep]:
     return items  # type: ignore[return-value]
 
 
+@finite_inputs
 def distortion_vs_k(result: SmallestK | Sweep | Sequence[SmallestK | Sweep], *,
                     eps: float | None = None, bound: int | None = None,
                     ax: Axes | None = None, title: str | None = None) -> Figure:
@@ -66,21 +73,32 @@ def distortion_vs_k(result: SmallestK | Sweep | Sequence[SmallestK | Sweep], *,
     return fig
 
 
+@finite_inputs(omit=("ratios",))
 def distortion_histogram(ratios: Ratios | Mapping[str, Ratios], *, eps: float | None = None,
                          ax: Axes | None = None, bins: int = 100,
-                         title: str | None = None) -> Figure:
+                         title: str | None = None, nan_policy: str = "raise") -> Figure:
     """Histogram (density) of distortion ratios; a dict {label: ratios} overlays several
     (e.g. one per projection kind at the same k). With `eps`, shades (1 - eps, 1 + eps) and
-    puts the fraction of pairs inside it in the legend."""
+    puts the fraction of pairs inside it in the legend.
+
+    `nan_policy`: a NaN/inf ratio (a pair of identical points gives 0/0) is a ValueError
+    ("raise"), or "omit" leaves those pairs out and says how many in the title (so the saved
+    figure itself tells a reader that the fractions are of the finite pairs only)."""
+    v.check_nan_policy("plot.distortion_histogram", nan_policy)
     series = dict(ratios) if isinstance(ratios, Mapping) else {"": ratios}
     if not series:
         raise ValueError("ratios must hold at least one series, got an empty mapping")
     arrays = {}
+    n_omitted = 0
     for label, r in series.items():
-        a = np.asarray(r.detach().cpu() if isinstance(r, Tensor) else r, dtype=float).ravel()
+        a, dropped = drop_nonfinite(r)
+        n_omitted += dropped
         if a.size == 0:
-            raise ValueError(f"ratios {label!r} is empty")
+            raise ValueError(f"plot.distortion_histogram: ratios {label!r} is empty"
+                             + (f" once its {dropped} NaN/inf value(s) are omitted"
+                                if dropped else ""))
         arrays[label] = a
+    title = omitted_note(title, n_omitted, "NaN/inf ratio(s)")
     fig, ax = figure_and_axes(ax, figsize=(5.0, 3.4))
     lo = min(a.min() for a in arrays.values())
     hi = max(a.max() for a in arrays.values())

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from superpose.plot._common import figure_and_axes
+from superpose.plot._common import figure_and_axes, finite_inputs
 
 # Light grey, blue, red first (the paper's "not represented / dedicated / superposition"), then
 # the rest of a qualitative palette for diagrams with more classes.
@@ -33,6 +33,7 @@ XValues = Float[Tensor, " n_x"] | Float[np.ndarray, " n_x"]
 YValues = Float[Tensor, " n_y"] | Float[np.ndarray, " n_y"]
 
 
+@finite_inputs
 def phase_diagram(labels: Labels, x_values: XValues, y_values: YValues, *,
                   class_names: Sequence[str], xlabel: str, ylabel: str,
                   title: str | None = None, ax: Axes | None = None, log: bool = True,

@@ -12,6 +12,7 @@ frontier across architectures, latent densities and training curves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,8 +24,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 from torch import Tensor
 
+from superpose import _validate as validate
 from superpose import geometry
-from superpose.plot._common import figure_and_axes
+from superpose.plot._common import figure_and_axes, finite_inputs, omitted_note
 
 RECOVERED_COS = 0.9
 
@@ -55,6 +57,7 @@ def best_cosines(decoder: Any, true: Any) -> np.ndarray:
     return feature_cosines(d, t).max(dim=1).values.numpy()
 
 
+@finite_inputs
 def decoder_vs_true(decoder: Any, true: Any, *, ax: Axes | None = None, title: str | None = None,
                     normalize: bool = True) -> Figure:
     """Decoder rows over the true feature directions.
@@ -109,6 +112,7 @@ def decoder_vs_true(decoder: Any, true: Any, *, ax: Axes | None = None, title: s
     return fig
 
 
+@finite_inputs
 def max_cos_histogram(results: Mapping[str, Any], true: Any, *, ax: Axes | None = None,
                       bins: int = 40, title: str | None = None) -> Figure:
     """Histogram of each true feature's best cosine with a decoder row, one step line per
@@ -131,13 +135,18 @@ def max_cos_histogram(results: Mapping[str, Any], true: Any, *, ax: Axes | None 
     return fig
 
 
+@finite_inputs(omit=("points",))
 def frontier(points: Sequence[Mapping[str, Any]], *, y: str = "fve", ax: Axes | None = None,
-             title: str | None = None, log_x: bool = True) -> Figure:
+             title: str | None = None, log_x: bool = True, nan_policy: str = "raise"
+             ) -> Figure:
     """The sparsity/fidelity frontier: one line per architecture through its runs.
 
     `points`: dicts with "architecture", "l0" and the `y` key ("fve", "recovered", "mmcs_true",
     "mcc", ...). Points of one architecture are joined in order of L0.
+    `nan_policy`: a point with a NaN/inf L0 or `y` (a run that diverged) is a ValueError
+    ("raise"), or "omit" leaves it out and says how many in the title.
     """
+    validate.check_nan_policy("plot.frontier", nan_policy)
     if not points:
         raise ValueError("points is empty; give one dict per trained SAE")
     for i, p in enumerate(points):
@@ -145,6 +154,12 @@ def frontier(points: Sequence[Mapping[str, Any]], *, y: str = "fve", ax: Axes | 
         if missing:
             raise ValueError(f"points[{i}] lacks {sorted(missing)}; each point needs "
                              f"'architecture', 'l0' and {y!r}")
+    kept = [p for p in points if math.isfinite(float(p["l0"])) and math.isfinite(float(p[y]))]
+    if not kept:
+        raise ValueError(f"plot.frontier: none of the {len(points)} point(s) has a finite "
+                         f"'l0' and {y!r}; nothing to draw")
+    title = omitted_note(title, len(points) - len(kept), "point(s) with NaN/inf")
+    points = kept
     fig, a = figure_and_axes(ax, figsize=(4.8, 3.4))
     archs = list(dict.fromkeys(str(p["architecture"]) for p in points))
     markers = "osD^v<>"
@@ -174,6 +189,7 @@ def frontier(points: Sequence[Mapping[str, Any]], *, y: str = "fve", ax: Axes | 
     return fig
 
 
+@finite_inputs
 def latent_density(densities: Mapping[str, Any] | Any, *, ax: Axes | None = None,
                    bins: int = 40, title: str | None = None) -> Figure:
     """Histogram of log10 firing frequency per latent; `densities` is one [d_sae] vector (or an
@@ -207,14 +223,22 @@ def latent_density(densities: Mapping[str, Any] | Any, *, ax: Axes | None = None
     return fig
 
 
-def sae_training_curves(histories: Mapping[str, Any] | Any, *, title: str | None = None
-                        ) -> Figure:
+@finite_inputs(omit=("histories",))
+def sae_training_curves(histories: Mapping[str, Any] | Any, *, title: str | None = None,
+                        nan_policy: str = "raise") -> Figure:
     """MSE (log), L0 (log) and dead fraction against samples seen, one line per run; takes
-    `SAETrainResult`s or `SAETrainHistory`s (one, or a dict name -> one)."""
+    `SAETrainResult`s or `SAETrainHistory`s (one, or a dict name -> one).
+
+    `nan_policy`: a NaN/inf in a history (a run that diverged) is a ValueError ("raise"), or
+    "omit" draws each run's finite logged steps, marks the first non-finite one (where the run
+    diverged) with a dashed line in the run's colour and says how many steps were left out in
+    the title."""
+    validate.check_nan_policy("plot.sae_training_curves", nan_policy)
     items = dict(histories) if isinstance(histories, Mapping) else {"": histories}
     if not items:
         raise ValueError("histories is empty")
     fig, axs = figure_and_axes(ncols=3, figsize=(10.5, 3.0))
+    n_omitted, diverged = 0, False
     for i, (name, h) in enumerate(items.items()):
         h = getattr(h, "history", h)
         if not hasattr(h, "samples") or not hasattr(h, "mse"):
@@ -224,9 +248,23 @@ def sae_training_curves(histories: Mapping[str, Any] | Any, *, title: str | None
             raise ValueError(f"histories[{name!r}] is empty")
         c = colormaps["tab10"](i % 10)
         s = np.asarray(h.samples, dtype=float)
-        axs[0].plot(s, h.mse, color=c, lw=1.0, label=name or None)
-        axs[1].plot(s, np.maximum(h.l0, 1e-3), color=c, lw=1.0)
-        axs[2].plot(s, h.frac_dead, color=c, lw=1.0)
+        mse, l0, dead = (np.asarray(x, dtype=float) for x in (h.mse, h.l0, h.frac_dead))
+        ok = np.isfinite(s) & np.isfinite(mse) & np.isfinite(l0) & np.isfinite(dead)
+        if not ok.all():                                  # only with nan_policy="omit"
+            n_omitted += int((~ok).sum())
+            first = int(np.flatnonzero(~ok)[0])
+            if np.isfinite(s[first]):                    # where the run diverged
+                for k, panel in enumerate(axs):
+                    panel.axvline(s[first], color=c, ls="--", lw=0.9,
+                                  label=("diverged" if not diverged and k == 0 else None))
+                diverged = True
+            if not ok.any():
+                raise ValueError(f"plot.sae_training_curves: histories[{name!r}] has no "
+                                 "finite logged step; nothing to draw")
+            s, mse, l0, dead = s[ok], mse[ok], l0[ok], dead[ok]
+        axs[0].plot(s, mse, color=c, lw=1.0, label=name or None)
+        axs[1].plot(s, np.maximum(l0, 1e-3), color=c, lw=1.0)
+        axs[2].plot(s, dead, color=c, lw=1.0)
     for a, lab in zip(axs, ["MSE (sum over d_in)", "L0", "fraction dead"]):
         a.set_xlabel("samples")
         a.xaxis.set_major_formatter(EngFormatter(sep=""))     # 50k, 1M: no crowded digits
@@ -236,8 +274,9 @@ def sae_training_curves(histories: Mapping[str, Any] | Any, *, title: str | None
     axs[0].set_yscale("log")
     axs[1].set_yscale("log")
     axs[2].set_ylim(-0.02, 1.02)
-    if any(items):
+    if any(items) or diverged:
         axs[0].legend(fontsize=7, frameon=False)
+    title = omitted_note(title, n_omitted, "non-finite logged step(s)")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -25,7 +25,13 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from superpose import geometry
-from superpose.plot._common import as_vector_sets, axes_list, grid_shape, resolve_titles
+from superpose.plot._common import (
+    as_vector_sets,
+    axes_list,
+    finite_inputs,
+    grid_shape,
+    resolve_titles,
+)
 
 # A model with feature_directions() (a ToyModel, an SAE), or vectors as rows.
 VectorSource = Union[
@@ -52,6 +58,7 @@ def feature_colors(n: int, cmap: str = FEATURE_CMAP) -> np.ndarray:
     return colormaps[cmap](np.linspace(0.0, 0.9, n) if n > 1 else np.array([0.0]))
 
 
+@finite_inputs
 def feature_directions(model_or_vectors: VectorSource, *,
                        instances: int | Sequence[int] | None = None,
                        titles: Sequence[str] | None = None, ax: AxesArg = None,
@@ -117,6 +124,7 @@ def feature_directions(model_or_vectors: VectorSource, *,
     return fig
 
 
+@finite_inputs
 def gram_heatmaps(model_or_vectors: VectorSource, *,
                   instances: int | Sequence[int] | None = None,
                   titles: Sequence[str] | None = None, ax: AxesArg = None,
@@ -149,6 +157,7 @@ def gram_heatmaps(model_or_vectors: VectorSource, *,
     return fig
 
 
+@finite_inputs
 def feature_bars(model_or_vectors: VectorSource, *,
                  instances: int | Sequence[int] | None = None,
                  titles: Sequence[str] | None = None, ax: AxesArg = None,

@@ -18,14 +18,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from superpose.plot._common import figure_and_axes
+from superpose import _validate as v
+from superpose.plot._common import figure_and_axes, omitted_note
 from superpose.plot.toy import feature_colors
 
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _history(result: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps [n], loss [n, inst]) from a training result's history."""
+def _history(result: Any, name: str, nan_policy: str = "raise"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(steps [n], loss [n, inst]) from a training result's history; non-finite losses raise,
+    or with nan_policy="omit" their logged steps are dropped."""
     history = getattr(result, "history", None)
     if not (hasattr(history, "step") and hasattr(history, "loss")):
         raise ValueError(f"{name} must be a training result (with history.step and "
@@ -41,6 +44,18 @@ def _history(result: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
                          f"step {list(steps.shape)}")
     if loss.shape[0] == 0:
         raise ValueError(f"{name} has an empty loss history")
+    ok = np.isfinite(loss).all(axis=1) & np.isfinite(steps)
+    if not ok.all():
+        first = int(np.flatnonzero(~ok)[0])
+        if nan_policy == "raise":
+            raise ValueError(f"plot.loss_curves: {name} has {int((~ok).sum())} logged step(s) "
+                             f"with a NaN/inf loss (first at step {steps[first]:g}): the run "
+                             "diverged there. Pass nan_policy='omit' to draw the finite points "
+                             "only (the title says how many were left out)")
+        steps, loss = steps[ok], loss[ok]
+        if not len(steps):
+            raise ValueError(f"plot.loss_curves: {name} has no finite loss at all; nothing "
+                             "to draw")
     return steps, loss
 
 
@@ -51,9 +66,34 @@ def _per_instance(result: Any) -> bool:
 
 
 def _val_history(result: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(val_step, val_loss) of the finite validation points (`loss_curves` has checked or
+    counted the others)."""
     h = result.history
-    return (np.asarray(getattr(h, "val_step", []), dtype=float),
-            np.asarray(getattr(h, "val_loss", []), dtype=float))
+    vs = np.asarray(getattr(h, "val_step", []), dtype=float)
+    vl = np.asarray(getattr(h, "val_loss", []), dtype=float)
+    if vs.shape != vl.shape:
+        return vs, vl
+    ok = np.isfinite(vs) & np.isfinite(vl)
+    return vs[ok], vl[ok]
+
+
+def _val_nonfinite(result: Any) -> tuple[int, float | None]:
+    """(how many validation points are NaN/inf, the step of the first)."""
+    h = result.history
+    vs = np.asarray(getattr(h, "val_step", []), dtype=float)
+    vl = np.asarray(getattr(h, "val_loss", []), dtype=float)
+    if vs.shape != vl.shape or not vs.size:
+        return 0, None
+    bad = ~(np.isfinite(vs) & np.isfinite(vl))
+    return int(bad.sum()), (float(vs[bad][0]) if bad.any() else None)
+
+
+def _first_nonfinite_step(result: Any) -> float | None:
+    """The logged step of a run's first NaN/inf training loss (where it diverged), or None."""
+    steps = np.asarray(result.history.step, dtype=float)
+    loss = np.asarray(result.history.loss, dtype=float).reshape(len(steps), -1)
+    bad = ~(np.isfinite(loss).all(axis=1) & np.isfinite(steps))
+    return float(steps[bad][0]) if bad.any() else None
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -68,7 +108,8 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
                 ax: Axes | None = None, log: bool | None = None, smooth: int = 1,
-                title: str | None = None, val: bool = True) -> Figure:
+                title: str | None = None, val: bool = True,
+                nan_policy: str = "raise") -> Figure:
     """Loss against step, for the result of any superpose trainer (toy, GPT, SAE).
 
     `result_or_results` is one training result or a dict name -> result, all of one kind:
@@ -81,7 +122,12 @@ def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
     `log`: log-y axes (default: for per-instance losses, and for any loss spanning more than
     a decade; a GPT's cross-entropy spans less). `smooth`: a moving-average window over logged
     training points (per-batch losses are noisy); validation points are never smoothed.
+    `nan_policy`: a NaN/inf loss (a diverged run) raises a ValueError naming the first such
+    step ("raise"), or "omit" draws the finite part, marks where each run diverged (a dashed
+    vertical line at its first non-finite step) and says how many logged points were left out
+    in the title (in the figure, so a saved PNG carries it).
     """
+    v.check_nan_policy("plot.loss_curves", nan_policy)
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         raise ValueError(f"smooth must be a positive integer (window in logged points), "
                          f"got {smooth!r}")
@@ -91,8 +137,20 @@ def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
         results = {str(k): r for k, r in result_or_results.items()}
     else:
         results = {"": result_or_results}
-    runs = {k: _history(r, f"result_or_results[{k!r}]" if k else "result_or_results")
-            for k, r in results.items()}
+    runs = {k: _history(r, f"result_or_results[{k!r}]" if k else "result_or_results",
+                        nan_policy) for k, r in results.items()}
+    n_omitted = sum(len(np.asarray(r.history.step)) - len(runs[k][0])
+                    for k, r in results.items())
+    if val:
+        for k, r in results.items():
+            n_bad, at = _val_nonfinite(r)
+            if n_bad and nan_policy == "raise":
+                name = f"result_or_results[{k!r}]" if k else "result_or_results"
+                raise ValueError(f"plot.loss_curves: {name} has {n_bad} NaN/inf validation "
+                                 f"loss(es) (first at step {at:g}). Pass nan_policy='omit' to "
+                                 "draw the finite points only, or val=False")
+            n_omitted += n_bad
+    diverged = {k: _first_nonfinite_step(r) for k, r in results.items()}
     kinds = {type(r.history) for r in results.values()}
     if len(kinds) > 1:
         raise ValueError(f"result_or_results mixes results of different trainers "
@@ -118,6 +176,14 @@ def loss_curves(result_or_results: Any, *, labels: Sequence[str] | None = None,
         a.set_yscale("log")
     a.set_xlabel("step")
     a.set_ylabel(ylabel)
+    for k, at in diverged.items():
+        if at is not None:
+            a.axvline(at, color="0.35", ls="--", lw=0.9, zorder=0)
+            a.annotate(f"{k + ' ' if k else ''}diverged (step {at:g})", (at, 1.0),
+                       xycoords=("data", "axes fraction"), xytext=(-3, -3),
+                       textcoords="offset points", ha="right", va="top", fontsize=7,
+                       color="0.25", rotation=90)
+    title = omitted_note(title, n_omitted, "non-finite logged point(s)")
     if title:
         a.set_title(title)
     for side in ("top", "right"):

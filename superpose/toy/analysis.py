@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from superpose import _validate as v
 from superpose import geometry
 
 
@@ -50,6 +51,10 @@ def classify_2d(vectors: Float[Tensor, "n_features 2"], *, threshold: float = 0.
         raise ValueError(f"vectors must have shape [n_features, 2], got {shape}")
     if not 0 < tol_deg < 90:
         raise ValueError(f"tol_deg must lie in (0, 90), got {tol_deg}")
+    v.non_negative_float("threshold", threshold)
+    v.check_finite("toy.analysis.classify_2d", "vectors", vectors,
+                   fix="norms and angles of them are undefined. Drop or fix those features "
+                       "first")
     V = vectors.detach().double().cpu()
     norm = geometry.norms(V)
     idx = [int(i) for i in torch.nonzero(norm > threshold).flatten()]
@@ -114,4 +119,7 @@ def classify_instances(directions: Float[Tensor, "inst n_features 2"], *,
         shape = (list(directions.shape) if isinstance(directions, Tensor)
                  else type(directions).__name__)
         raise ValueError(f"directions must have shape [inst, n_features, 2], got {shape}")
+    v.check_finite("toy.analysis.classify_instances", "directions", directions,
+                   fix="norms and angles of them are undefined. Drop or fix those instances "
+                       "first")
     return [classify_2d(d, threshold=threshold, tol_deg=tol_deg) for d in directions]
