@@ -76,7 +76,9 @@ _SHARD = re.compile(r"^shard_\d{5,}\.safetensors$")
 NORMALIZE = ("mean_norm",)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
-_CHECK_BYTES = 1 << 25                  # the NaN/inf check looks at this much at a time
+# The NaN/inf check looks at 8 MiB at a time: its temporaries are ~3x that, so checking a tensor
+# peaks at ~1.1x its size, not 2.8x (benchmarks/activation_memory.py).
+_CHECK_BYTES = 1 << 23
 
 
 class ActivationStore:
