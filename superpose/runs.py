@@ -178,7 +178,9 @@ def read_json(path: str | Path, *, kind: type | None = None, what: str = "") -> 
     return data
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read 1 MiB at a time: the one hash every verified
+    file in superpose records (checkpoints, saved models, SAE folders, run markers)."""
     import hashlib
 
     h = hashlib.sha256()
@@ -223,7 +225,7 @@ def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
     if folder.is_dir() and any(p.name not in _SAVED_FILES for p in folder.iterdir()):
         def weights_then_rest(tmp: Path) -> None:
             save_file(tensors, str(tmp))
-            write_json(folder / SAVED_FILE, {"files": {WEIGHTS_FILE: _sha256(tmp)}})
+            write_json(folder / SAVED_FILE, {"files": {WEIGHTS_FILE: sha256_file(tmp)}})
             write_json(folder / CONFIG_FILE, cfg)
 
         atomic_write(folder / WEIGHTS_FILE, weights_then_rest)
@@ -236,7 +238,7 @@ def save_module(path: str | Path, module: torch.nn.Module, cfg: Any) -> Path:
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         write_json(tmp / CONFIG_FILE, cfg)
-        write_json(tmp / SAVED_FILE, {"files": {WEIGHTS_FILE: _sha256(tmp / WEIGHTS_FILE)}})
+        write_json(tmp / SAVED_FILE, {"files": {WEIGHTS_FILE: sha256_file(tmp / WEIGHTS_FILE)}})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -290,7 +292,7 @@ def load_module(path: str | Path, cls: type, cfg_cls: type, *,
             raise ValueError(f"{folder / SAVED_FILE} is corrupt: expected {{\"files\": "
                              f"{{\"{WEIGHTS_FILE}\": \"<SHA-256>\"}}}}; save the model again, "
                              f"or delete {SAVED_FILE} to load the folder unchecked")
-        if _sha256(weights) != files[WEIGHTS_FILE]:
+        if sha256_file(weights) != files[WEIGHTS_FILE]:
             raise ValueError(f"{weights} is corrupt: it does not match its SHA-256 in "
                              f"{SAVED_FILE}: it changed after the model was saved (edited, "
                              "truncated, copied over, or a save into this folder was "
@@ -383,7 +385,7 @@ class Run:
         last: figures, weights, then metrics.json, then this. `run_status` reads it back."""
         for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
             remove_leftovers(folder)
-        files = {rel: _sha256(self.path / rel) for rel in _files_below(self.path)}
+        files = {rel: sha256_file(self.path / rel) for rel in _files_below(self.path)}
         return write_json(self.path / COMPLETE_FILE, {"files": files})
 
     @property
@@ -436,7 +438,7 @@ def run_status(path: str | Path) -> str:
     if sorted(files) != _files_below(folder):
         return "changed"
     for name, digest in files.items():
-        if _sha256(folder / name) != digest:
+        if sha256_file(folder / name) != digest:
             return "changed"
     return "complete"
 

@@ -194,14 +194,7 @@ def write_folder(path: str | Path, cfg_json: dict[str, Any], tensors: dict[str, 
     return folder
 
 
-def sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = runs.sha256_file
 
 
 @dataclass(frozen=True)

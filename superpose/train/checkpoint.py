@@ -34,7 +34,6 @@ both starts a run and continues it after an interruption.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -159,12 +158,7 @@ def check_resume_config(saved: dict[str, Any], cfg: Any, where: Path,
 
 # ---- writing ---------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = runs.sha256_file
 
 
 def _write(path: Path, write: Callable[[Path], None]) -> None:
