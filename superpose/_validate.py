@@ -64,12 +64,22 @@ def replace_config(cfg: Any, overrides: dict[str, Any]) -> Any:
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a config dataclass from JSON, rejecting unknown keys (a file from another version)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {cls.__name__} is read from a JSON object, got a "
+                         f"{type(data).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(
             f"{cls.__name__} does not take key(s) {unknown}; valid keys are {sorted(fields)}"
         )
+    required = sorted(f.name for f in dataclasses.fields(cls) if f.init
+                      and f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING)
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{cls.__name__} needs key(s) {missing}, which are missing; the file "
+                         "is incomplete or was written by something else")
     return cls(**data)
 
 

@@ -450,3 +450,13 @@ def test_a_saved_model_is_replaced_whole_and_checked_by_its_hashes(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"a save into it was interrupted; the previous "
                                                 r"save is whole at"):
         runs.load_module(tmp_path / "m", toy.ToyModel, toy.ToyConfig)
+
+
+def test_a_config_file_missing_a_required_key_or_not_an_object_is_a_value_error():
+    from superpose._validate import config_from_dict
+
+    with pytest.raises(ValueError, match=r"GPTConfig needs key\(s\) \['d_vocab'\], which are "
+                                         r"missing"):
+        config_from_dict(gpt.GPTConfig, {"n_layers": 1})
+    with pytest.raises(ValueError, match=r"a ToyConfig is read from a JSON object, got a list"):
+        config_from_dict(toy.ToyConfig, [1, 2])
