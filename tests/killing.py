@@ -12,6 +12,7 @@ bit for bit with an uninterrupted one (sums over another thread count differ in 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -55,6 +56,19 @@ def kill_when(proc: subprocess.Popen, condition: Callable[[], bool], *,
     if proc.returncode != 0:
         raise AssertionError(f"child failed with exit status {proc.returncode}:\n{err}")
     return False
+
+
+def some_time_after(event: Callable[[], bool], rng: random.Random, max_delay: float
+                    ) -> Callable[[], bool]:
+    """A condition for `kill_when` that holds a random 0..`max_delay` s (drawn from `rng`)
+    after `event()` first holds: "at a random moment after the first checkpoint"."""
+    at: list[float] = []
+
+    def condition() -> bool:
+        if not at and event():
+            at.append(time.monotonic() + rng.uniform(0.0, max_delay))
+        return bool(at) and time.monotonic() >= at[0]
+    return condition
 
 
 def kill_after(proc: subprocess.Popen, seconds: float, *, timeout: float = 120.0) -> bool:

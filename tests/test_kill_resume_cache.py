@@ -6,7 +6,6 @@ written, and at a random moment — leaves a cache that is refused as incomplete
 from __future__ import annotations
 
 import random
-import time
 
 import killing
 import pytest
@@ -49,20 +48,12 @@ def test_cache_writer_killed_anywhere_resumes_bit_identically(tmp_path):
 
     rng = random.Random(13)
 
-    def some_time_after_a_shard(out):
-        at = []
-
-        def condition():
-            if not at and any(out.glob("shard_00001.*")):
-                at.append(time.monotonic() + rng.uniform(0.0, 0.4))
-            return bool(at) and time.monotonic() >= at[0]
-        return condition
-
     moments = {
         "writing a shard": lambda out: lambda: any(out.glob(".shard_0000[3-9]*.tmp")),
         "writing the manifest": lambda out: lambda: len(list(out.glob("shard_*"))) >= 6
         and any(out.glob(".manifest.json.*.tmp")),
-        "at a random moment": some_time_after_a_shard,
+        "at a random moment": lambda out: killing.some_time_after(
+            lambda: any(out.glob("shard_00001.*")), rng, 0.4),
     }
     for name, moment in moments.items():
         out = tmp_path / name.replace(" ", "_")

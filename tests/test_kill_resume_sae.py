@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import killing
 import torch
@@ -46,18 +45,10 @@ def test_sae_training_killed_anywhere_resumes_bit_identically(tmp_path):
 
     rng = random.Random(13)
 
-    def some_time_after_a_checkpoint():
-        at = []
-
-        def condition():
-            if not at and any(out.glob("checkpoint-*")):
-                at.append(time.monotonic() + rng.uniform(0.0, 0.2))
-            return bool(at) and time.monotonic() >= at[0]
-        return condition
-
     moments = [
         ("writing a checkpoint", lambda: any(out.glob(".tmp-*"))),
-        ("at a random moment", some_time_after_a_checkpoint()),
+        ("at a random moment",
+         killing.some_time_after(lambda: any(out.glob("checkpoint-*")), rng, 0.2)),
         ("writing a checkpoint again", lambda: any(out.glob(".tmp-*"))),
     ]
     kills = []
