@@ -56,7 +56,6 @@ measurable (benchmarks/gpt_speed.py).
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -64,64 +63,34 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
+from transformer_lens import ActivationCache, HookedRootModule
 
 from superpose import _memory, runs
 from superpose import _validate as v
 from superpose.gpt.config import GPTConfig
 from superpose.hooks import CheckedHookNames, FastHookPoint, is_hooked
+from superpose.transformer.parts import (
+    MLP,
+    Attention,
+    Block,
+    Circuits,
+    LayerNorm,
+    dropout,
+    init_weights,
+    rotary_tables,
+    sinusoidal_table,
+)
+
+# The parts' old private names here (superpose.gpt.bridge and user code import them).
+_sinusoidal_table, _rotary_tables, _Circuits = sinusoidal_table, rotary_tables, Circuits
+__all__ = ["GPT", "GPTConfig", "Attention", "Block", "LayerNorm", "MLP", "HookSwitchError",
+           "memory_estimate", "next_token_loss", "per_token_loss"]
 
 
 class HookSwitchError(ValueError, AssertionError):
     """A hook on a hook point that is switched off (hook_result before set_use_attn_result(True),
     ...). A ValueError like every bad input here, and an AssertionError, which is what
     HookedTransformer raises and what TL-style code catches."""
-
-
-def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    return F.dropout(x, p, True) if p > 0 and training else x
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm with TL's hooks and TL's meaning: hook_scale [batch pos 1] is
-    sqrt(var + eps) and hook_normalized is (x - mean) / scale, *before* the learned w and b.
-    Works on [batch pos d_model] and on per-head inputs [batch pos head d_model]."""
-
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.eps = cfg.ln_eps
-        self.w = nn.Parameter(torch.ones(cfg.d_model))
-        self.b = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_scale = FastHookPoint()       # [batch pos 1]
-        self.hook_normalized = FastHookPoint()  # [batch pos d_model]
-
-    def forward(self, x: Float[Tensor, "batch pos *head d_model"]
-                ) -> Float[Tensor, "batch pos *head d_model"]:
-        if is_hooked(self.hook_scale) or is_hooked(self.hook_normalized):
-            x = x - x.mean(-1, keepdim=True)
-            scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-            return self.hook_normalized(x / scale) * self.w + self.b
-        return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
-
-
-def _rotary_tables(cfg: GPTConfig) -> tuple[Tensor, Tensor]:
-    """cos and sin [n_ctx, d_head] for RoPE in the GPT-NeoX "rotate half" layout."""
-    half = cfg.d_head // 2
-    inv_freq = cfg.rotary_base ** (-torch.arange(half, dtype=torch.float64) / half)
-    angles = torch.arange(cfg.n_ctx, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
-
-
-def _sinusoidal_table(n_ctx: int, d_model: int) -> Tensor:
-    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...) (Vaswani et al. 2017, §3.5)."""
-    pos = torch.arange(n_ctx, dtype=torch.float64)[:, None]
-    i2 = torch.arange(0, d_model, 2, dtype=torch.float64)
-    angles = pos / 10_000 ** (i2 / d_model)
-    table = torch.zeros(n_ctx, d_model, dtype=torch.float64)
-    table[:, 0::2] = angles.sin()
-    table[:, 1::2] = angles.cos()[:, : d_model // 2]
-    return table.float()
 
 
 def memory_estimate(cfg: GPTConfig) -> dict[str, int]:
@@ -161,175 +130,8 @@ def check_memory(cfg: GPTConfig, device: torch.device) -> None:
         _memory.check_allocation(what, sum(parts.values()), device)
 
 
-class _Circuits:
-    """TransformerLens's QK and OV circuits as FactoredMatrix, from W_Q, W_K, W_V, W_O with any
-    leading dimensions: [head ...] on one attention layer, [layer head ...] on the GPT."""
-
-    W_Q: Tensor
-    W_K: Tensor
-    W_V: Tensor
-    W_O: Tensor
-
-    @property
-    def QK(self) -> FactoredMatrix:
-        """W_Q W_Kᵀ of every head: FactoredMatrix [... head d_model d_model]."""
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self) -> FactoredMatrix:
-        """W_V W_O of every head: FactoredMatrix [... head d_model d_model]."""
-        return FactoredMatrix(self.W_V, self.W_O)
-
-
-class Attention(_Circuits, nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        h, dh, d = cfg.n_heads, cfg.d_head, cfg.d_model
-        self.W_QKV = nn.Parameter(torch.empty(3, h, dh, d))   # F.linear layout, fused q|k|v
-        self.b_QKV = nn.Parameter(torch.zeros(3, h, dh))
-        self.W_O = nn.Parameter(torch.empty(h, dh, d))        # TL layout
-        self.b_O = nn.Parameter(torch.zeros(d))
-        mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).triu(1)
-        self.register_buffer("mask", mask, persistent=False)  # True above the diagonal
-        if cfg.positional == "rotary":
-            cos, sin = _rotary_tables(cfg)
-            self.register_buffer("rot_cos", cos, persistent=False)
-            self.register_buffer("rot_sin", sin, persistent=False)
-        self.hook_k = FastHookPoint()            # [batch pos head d_head]
-        self.hook_q = FastHookPoint()
-        self.hook_v = FastHookPoint()
-        self.hook_z = FastHookPoint()            # [batch pos head d_head]
-        self.hook_attn_scores = FastHookPoint()  # [batch head query_pos key_pos]
-        self.hook_pattern = FastHookPoint()
-        self.hook_result = FastHookPoint()       # [batch pos head d_model] (use_attn_result)
-        if cfg.positional == "rotary":
-            self.hook_rot_k = FastHookPoint()
-            self.hook_rot_q = FastHookPoint()
-
-    # TransformerLens-layout views of the fused weight: [head, d_model, d_head] and [head, d_head].
-    W_Q = property(lambda self: self.W_QKV[0].transpose(-1, -2))
-    W_K = property(lambda self: self.W_QKV[1].transpose(-1, -2))
-    W_V = property(lambda self: self.W_QKV[2].transpose(-1, -2))
-    b_Q = property(lambda self: self.b_QKV[0])
-    b_K = property(lambda self: self.b_QKV[1])
-    b_V = property(lambda self: self.b_QKV[2])
-
-    def _rotate(self, x: Tensor) -> Tensor:
-        p, half = x.shape[1], x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * self.rot_cos[:p, None, :] + rotated * self.rot_sin[:p, None, :]
-
-    def _project(self, x: Tensor, i: int) -> Tensor:
-        """Per-head input [batch pos head d_model] through head i of q|k|v (TL's split path)."""
-        return torch.einsum("bphd,hed->bphe", x, self.W_QKV[i]) + self.b_QKV[i]
-
-    def forward(self, query_input: Float[Tensor, "batch pos *head d_model"],
-                key_input: Float[Tensor, "batch pos *head d_model"] | None = None,
-                value_input: Float[Tensor, "batch pos *head d_model"] | None = None,
-                ) -> Float[Tensor, "batch pos d_model"]:
-        """One input [batch pos d_model] (the fused path), or TL's three per-head inputs
-        [batch pos head d_model] (use_split_qkv_input / use_attn_in)."""
-        cfg = self.cfg
-        b, p = query_input.shape[:2]
-        if key_input is None:
-            qkv = F.linear(query_input, self.W_QKV.view(-1, cfg.d_model), self.b_QKV.view(-1))
-            q, k, val = qkv.view(b, p, 3, cfg.n_heads, cfg.d_head).unbind(2)
-        else:
-            q, k, val = (self._project(x, i) for i, x in
-                         enumerate((query_input, key_input, value_input)))
-        q, k, val = self.hook_q(q), self.hook_k(k), self.hook_v(val)
-        if cfg.positional == "rotary":
-            q, k = self.hook_rot_q(self._rotate(q)), self.hook_rot_k(self._rotate(k))
-        # [batch head pos d_head] for the matmuls; views, no copies.
-        q, k, val = q.transpose(1, 2), k.transpose(1, 2), val.transpose(1, 2)
-        p_drop = cfg.dropout if self.training else 0.0
-        if is_hooked(self.hook_attn_scores) or is_hooked(self.hook_pattern):
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(cfg.d_head)
-            scores = self.hook_attn_scores(scores.masked_fill(self.mask[:p, :p], float("-inf")))
-            pattern = self.hook_pattern(scores.softmax(dim=-1))
-            z = _dropout(pattern, p_drop, self.training) @ val
-        else:
-            z = F.scaled_dot_product_attention(q, k, val, dropout_p=p_drop, is_causal=True)
-        z = self.hook_z(z.transpose(1, 2))
-        if cfg.use_attn_result:
-            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
-            return result.sum(-2) + self.b_O
-        return F.linear(z.reshape(b, p, -1), self.W_O.view(-1, cfg.d_model).T, self.b_O)
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))   # TL layout
-        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
-        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
-        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.act = F.gelu if cfg.act == "gelu" else F.relu
-        self.hook_pre = FastHookPoint()   # [batch pos d_mlp]
-        self.hook_post = FastHookPoint()  # [batch pos d_mlp]
-
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
-        post = self.hook_post(self.act(pre))
-        return F.linear(post, self.W_out.T, self.b_out)
-
-
-class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        if cfg.norm != "none":
-            self.ln1 = LayerNorm(cfg)
-            if not cfg.attn_only:
-                self.ln2 = LayerNorm(cfg)
-        self.attn = Attention(cfg)
-        if not cfg.attn_only:
-            self.mlp = MLP(cfg)
-        # TL's block hooks; the four per-head input hooks and hook_mlp_in fire only when the
-        # model's set_use_attn_in / set_use_split_qkv_input / set_use_hook_mlp_in turn them on.
-        self.hook_attn_in = FastHookPoint()   # [batch pos head d_model]
-        self.hook_q_input = FastHookPoint()   # [batch pos head d_model]
-        self.hook_k_input = FastHookPoint()
-        self.hook_v_input = FastHookPoint()
-        self.hook_mlp_in = FastHookPoint()    # [batch pos d_model]
-        self.hook_attn_out = FastHookPoint()
-        self.hook_mlp_out = FastHookPoint()   # (attn_only: present, as in TL, never fires)
-        self.hook_resid_pre = FastHookPoint()
-        if not cfg.attn_only:
-            self.hook_resid_mid = FastHookPoint()
-        self.hook_resid_post = FastHookPoint()
-
-    def _attention(self, x: Tensor) -> Tensor:
-        cfg = self.cfg
-        ln = self.ln1 if cfg.norm == "pre" else (lambda t: t)
-        if not (cfg.use_attn_in or cfg.use_split_qkv_input):
-            return self.attn(ln(x))
-        heads = x[:, :, None, :].expand(-1, -1, cfg.n_heads, -1)
-        if cfg.use_split_qkv_input:    # as TL: split inputs come from resid_pre, not attn_in
-            qkv = (self.hook_q_input(heads.clone()), self.hook_k_input(heads.clone()),
-                   self.hook_v_input(heads.clone()))
-        else:
-            attn_in = self.hook_attn_in(heads.clone())
-            qkv = (attn_in, attn_in, attn_in)
-        return self.attn(*(ln(t) for t in qkv))
-
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        cfg, p_drop = self.cfg, self.cfg.dropout
-        pre_ln, post_ln = cfg.norm == "pre", cfg.norm == "post"
-        x = self.hook_resid_pre(x)
-        attn_out = self._attention(x)
-        x = x + self.hook_attn_out(_dropout(attn_out, p_drop, self.training))
-        if post_ln:
-            x = self.ln1(x)
-        if not cfg.attn_only:
-            x = self.hook_resid_mid(x)
-            mlp_in = self.hook_mlp_in(x.clone()) if cfg.use_hook_mlp_in else x
-            mlp_out = self.mlp(self.ln2(mlp_in) if pre_ln else mlp_in)
-            x = x + self.hook_mlp_out(_dropout(mlp_out, p_drop, self.training))
-            if post_ln:
-                x = self.ln2(x)
-        return self.hook_resid_post(x)
+def _block(cfg: GPTConfig) -> Block:
+    return Block(cfg, causal=True, attn_only=cfg.attn_only)
 
 
 class Unembed(nn.Module):
@@ -356,7 +158,7 @@ class Unembed(nn.Module):
         return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
 
 
-class GPT(_Circuits, CheckedHookNames, HookedRootModule):
+class GPT(Circuits, CheckedHookNames, HookedRootModule):
     """Decoder-only transformer; `forward(tokens) -> logits`. See the module docstring for the
     hook points, layouts and the fast/explicit attention paths.
 
@@ -382,11 +184,11 @@ class GPT(_Circuits, CheckedHookNames, HookedRootModule):
         if cfg.positional == "learned":
             self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
         elif cfg.positional == "sinusoidal":
-            self.register_buffer("W_pos", _sinusoidal_table(cfg.n_ctx, cfg.d_model),
+            self.register_buffer("W_pos", sinusoidal_table(cfg.n_ctx, cfg.d_model),
                                  persistent=False)
         if cfg.positional in ("learned", "sinusoidal"):
             self.hook_pos_embed = FastHookPoint()  # [batch pos d_model]
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(_block(cfg) for _ in range(cfg.n_layers))
         if cfg.norm == "pre":
             self.ln_final = LayerNorm(cfg)
         if not cfg.tied_embeddings:
@@ -414,14 +216,7 @@ class GPT(_Circuits, CheckedHookNames, HookedRootModule):
         """N(0, init_std) everywhere, residual-writing projections scaled by 1/sqrt(writes)
         (GPT-2, Radford et al. 2019 §2.3); biases 0, LN gains 1. Seeded by cfg.seed."""
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(cfg.seed)
-        writes = cfg.n_layers * (1 if cfg.attn_only else 2)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                leaf = name.rsplit(".", 1)[-1]
-                if leaf.startswith("W_"):
-                    std = cfg.init_std / (math.sqrt(writes) if leaf in ("W_O", "W_out") else 1)
-                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+        init_weights(self, cfg.init_std, cfg.n_layers * (1 if cfg.attn_only else 2), cfg.seed)
 
     @property
     def W_U(self) -> Tensor:
@@ -500,7 +295,7 @@ class GPT(_Circuits, CheckedHookNames, HookedRootModule):
                 if is_hooked(self.hook_pos_embed):   # a cached copy must not alias the weight
                     pos = self.hook_pos_embed(pos.clone())
                 x = x + pos
-            x = _dropout(x, cfg.dropout, self.training)
+            x = dropout(x, cfg.dropout, self.training)
         else:
             x = input
             if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != cfg.d_model:
