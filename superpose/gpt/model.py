@@ -56,19 +56,18 @@ measurable (benchmarks/gpt_speed.py).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, HookedRootModule
 
-from superpose import _memory, runs
+from superpose import _memory
 from superpose import _validate as v
 from superpose.gpt.config import GPTConfig
-from superpose.hooks import CheckedHookNames, FastHookPoint, is_hooked
+from superpose.hooks import FastHookPoint, is_hooked
+from superpose.transformer.base import HookedModel, HookSwitchError
 from superpose.transformer.parts import (
     MLP,
     Attention,
@@ -85,12 +84,6 @@ from superpose.transformer.parts import (
 _sinusoidal_table, _rotary_tables, _Circuits = sinusoidal_table, rotary_tables, Circuits
 __all__ = ["GPT", "GPTConfig", "Attention", "Block", "LayerNorm", "MLP", "HookSwitchError",
            "memory_estimate", "next_token_loss", "per_token_loss"]
-
-
-class HookSwitchError(ValueError, AssertionError):
-    """A hook on a hook point that is switched off (hook_result before set_use_attn_result(True),
-    ...). A ValueError like every bad input here, and an AssertionError, which is what
-    HookedTransformer raises and what TL-style code catches."""
 
 
 def memory_estimate(cfg: GPTConfig) -> dict[str, int]:
@@ -158,7 +151,7 @@ class Unembed(nn.Module):
         return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
 
 
-class GPT(Circuits, CheckedHookNames, HookedRootModule):
+class GPT(Circuits, HookedModel):
     """Decoder-only transformer; `forward(tokens) -> logits`. See the module docstring for the
     hook points, layouts and the fast/explicit attention paths.
 
@@ -166,6 +159,8 @@ class GPT(Circuits, CheckedHookNames, HookedRootModule):
     (a view of W_E when tied), b_U; per block attn.W_QKV (fused; W_Q/W_K/W_V views), attn.W_O
     [head, d_head, d_model], mlp.W_in [d_model, d_mlp], mlp.W_out [d_mlp, d_model], ln.w / ln.b.
     """
+
+    CONFIG = GPTConfig
 
     def __init__(self, cfg: GPTConfig, *, device: torch.device | str | None = None,
                  tokenizer: Any = None) -> None:
@@ -199,19 +194,6 @@ class GPT(Circuits, CheckedHookNames, HookedRootModule):
         self.to(dev)
         self.setup()
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> GPT:
-        """nn.Module's `.to()` / `.cuda()` / `.half()` path; keeps cfg.device and cfg.dtype (read
-        by TransformerLens's tools) equal to the weights'."""
-        out = super()._apply(fn, *args, **kwargs)
-        self._set_runtime(device=self.W_E.device, dtype=self.W_E.dtype)
-        return out
-
-    def _set_runtime(self, **values: Any) -> None:
-        for name, value in values.items():
-            if name not in GPTConfig.RUNTIME:
-                raise AttributeError(f"{name} is not a runtime switch of GPTConfig")
-            object.__setattr__(self.cfg, name, value)
-
     def _init_weights(self) -> None:
         """N(0, init_std) everywhere, residual-writing projections scaled by 1/sqrt(writes)
         (GPT-2, Radford et al. 2019 §2.3); biases 0, LN gains 1. Seeded by cfg.seed."""
@@ -227,10 +209,6 @@ class GPT(Circuits, CheckedHookNames, HookedRootModule):
         if w is None:   # not registered yet (inside __init__): lets register_parameter proceed
             raise AttributeError("W_U")
         return w
-
-    @property
-    def device(self) -> torch.device:
-        return self.W_E.device
 
     def check_tokens(self, tokens: Any) -> None:
         """Raise a ValueError naming the problem if `tokens` is not a valid [batch pos] input."""
@@ -379,37 +357,6 @@ class GPT(Circuits, CheckedHookNames, HookedRootModule):
         return (f". Hook points depend on the config (n_layers={cfg.n_layers}, "
                 f"positional={cfg.positional!r}, norm={cfg.norm!r}, attn_only={cfg.attn_only})")
 
-    def run_with_hooks(self, *model_args: Any, fwd_hooks: Any = (), bwd_hooks: Any = (),
-                       **kwargs: Any) -> Any:
-        """TL's run_with_hooks; a hook on a switched-off hook point (hook_result, hook_q_input,
-        ...) is an error naming the switch (TL would add it and never call it)."""
-        for name, hook in [*fwd_hooks, *bwd_hooks]:
-            if isinstance(name, str):
-                self._check_hook_name(name)
-                self.check_hooks_to_add(None, name, hook)
-        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks),
-                                      bwd_hooks=list(bwd_hooks), **kwargs)
-
-    def run_with_cache(self, *model_args: Any, **kwargs: Any
-                       ) -> tuple[Tensor | None, ActivationCache]:
-        """`(logits, cache)` as on a TL HookedTransformer: the cache is an `ActivationCache`
-        (so `cache["pattern", 0]` works). Keyword arguments are TL's (names_filter, device,
-        remove_batch_dim, incl_bwd, ...)."""
-        out, cache = super().run_with_cache(*model_args, **kwargs)
-        return out, ActivationCache(cache, self,
-                                    has_batch_dim=not kwargs.get("remove_batch_dim", False))
-
-    # ---- save / load -------------------------------------------------------------------------
-
-    def save(self, path: str | Path) -> Path:
-        """Write `config.json` + `model.safetensors` into the folder `path` (atomically)."""
-        return runs.save_module(path, self, self.cfg)
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: torch.device | str | None = None) -> GPT:
-        """Load a model written by `save`; a missing, corrupt or mismatched file fails clearly."""
-        return runs.load_module(path, cls, GPTConfig, device=device)
-
     @classmethod
     def from_hooked_transformer(cls, ht: Any, *, device: torch.device | str | None = None
                                 ) -> GPT:
@@ -418,48 +365,9 @@ class GPT(Circuits, CheckedHookNames, HookedRootModule):
         from superpose.gpt.convert import from_hooked_transformer
         return from_hooked_transformer(ht, device=device)
 
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ---- TransformerLens's HookedTransformer surface -----------------------------------------
     # What TL's ActivationCache (decompose_resid, apply_ln_to_stack, logit_attrs,
     # get_full_resid_decomposition, ...), transformer_lens.patching and SVDInterpreter read.
-
-    def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Compute each head's output separately so blocks.{i}.attn.hook_result
-        [batch pos head d_model] fires (more memory; the fused out-projection is skipped)."""
-        self._set_runtime(use_attn_result=bool(use_attn_result))
-
-    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
-        """Give each head its own copy of the query, key and value inputs:
-        blocks.{i}.hook_q_input / hook_k_input / hook_v_input [batch pos head d_model]."""
-        self._set_runtime(use_split_qkv_input=bool(use_split_qkv_input))
-
-    def set_use_attn_in(self, use_attn_in: bool) -> None:
-        """Give each head its own copy of its input: blocks.{i}.hook_attn_in."""
-        self._set_runtime(use_attn_in=bool(use_attn_in))
-
-    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
-        """Fire blocks.{i}.hook_mlp_in (a copy of the MLP's input, before ln2)."""
-        if self.cfg.attn_only:
-            raise ValueError("this GPT is attention-only (attn_only=True): it has no MLP input")
-        self._set_runtime(use_hook_mlp_in=bool(use_hook_mlp_in))
-
-    _SWITCHED = (("attn.hook_result", "use_attn_result", "set_use_attn_result"),
-                 ("hook_q_input", "use_split_qkv_input", "set_use_split_qkv_input"),
-                 ("hook_k_input", "use_split_qkv_input", "set_use_split_qkv_input"),
-                 ("hook_v_input", "use_split_qkv_input", "set_use_split_qkv_input"),
-                 ("hook_mlp_in", "use_hook_mlp_in", "set_use_hook_mlp_in"),
-                 ("hook_attn_in", "use_attn_in", "set_use_attn_in"))
-
-    def check_hooks_to_add(self, hook_point: Any, hook_point_name: str, hook: Any,
-                           *args: Any, **kwargs: Any) -> None:
-        """As HookedTransformer: a hook on a switched-off hook point would never fire, so
-        adding one is an error that names the switch."""
-        for suffix, flag, setter in self._SWITCHED:
-            if hook_point_name.endswith(suffix) and not getattr(self.cfg, flag):
-                raise HookSwitchError(f"{hook_point_name} only fires after "
-                                      f"model.{setter}(True); call it before adding this hook")
 
     # -- tokens (needs a tokenizer: GPT(cfg, tokenizer=tok) or model.tokenizer = tok) --
 

@@ -67,7 +67,8 @@ def rotary_tables(cfg: Any) -> tuple[Tensor, Tensor]:
     """cos and sin [n_ctx, d_head] for RoPE in the GPT-NeoX "rotate half" layout."""
     half = cfg.d_head // 2
     inv_freq = cfg.rotary_base ** (-torch.arange(half, dtype=torch.float64) / half)
-    angles = torch.arange(cfg.n_ctx, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    n_ctx = getattr(cfg, "n_ctx_max", cfg.n_ctx)   # a Seq2SeqConfig: the longer side
+    angles = torch.arange(n_ctx, dtype=torch.float64)[:, None] * inv_freq[None, :]
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().float(), angles.sin().float()
 
@@ -168,7 +169,8 @@ class Attention(Circuits, nn.Module):
         self.W_O = nn.Parameter(torch.empty(h, dh, d))        # TL layout
         self.b_O = nn.Parameter(torch.zeros(d))
         if causal:
-            mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).triu(1)
+            n = getattr(cfg, "n_ctx_max", cfg.n_ctx)
+            mask = torch.ones(n, n, dtype=torch.bool).triu(1)
             self.register_buffer("mask", mask, persistent=False)  # True above the diagonal
         if self.rotary:
             cos, sin = rotary_tables(cfg)
