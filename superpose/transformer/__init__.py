@@ -15,6 +15,7 @@ from superpose.transformer.config import EncoderConfig, Seq2SeqConfig
 from superpose.transformer.encoder import Encoder, mlm_loss
 from superpose.transformer.parts import KVCache
 from superpose.transformer.seq2seq import Seq2Seq
+from superpose.transformer.training import TrainConfig, train_mlm, train_seq2seq
 
 __all__ = ["Encoder", "EncoderConfig", "HookSwitchError", "KVCache", "Seq2Seq", "Seq2SeqConfig",
-           "mlm_loss"]
+           "TrainConfig", "mlm_loss", "train_mlm", "train_seq2seq"]
