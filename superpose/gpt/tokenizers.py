@@ -20,6 +20,7 @@ Decoding an id outside `[0, vocab_size)` raises a ValueError naming the id.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -425,6 +426,24 @@ class BPETokenizer(Tokenizer):
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {
     c.type: c for c in (CharTokenizer, ByteTokenizer, BPETokenizer)}
+# Types defined in other modules (type -> module, class), imported the first time a file names
+# one; TOKENIZERS keeps the three of this module.
+LAZY_TOKENIZERS: dict[str, tuple[str, str]] = {
+    "special": ("superpose.transformer.data", "SpecialTokenizer"),
+    "word": ("superpose.transformer.data", "WordTokenizer")}
+
+
+def tokenizer_class(kind: Any, where: str) -> type[Tokenizer]:
+    """The class of a saved tokenizer's "type" value `kind` (`where` starts the error)."""
+    if isinstance(kind, str) and kind in LAZY_TOKENIZERS:
+        module, name = LAZY_TOKENIZERS[kind]
+        return getattr(importlib.import_module(module), name)
+    try:
+        v.choice(where, kind, TOKENIZERS)
+    except ValueError as e:
+        raise ValueError(f"{e}; superpose.transformer.data adds {sorted(LAZY_TOKENIZERS)}"
+                         ) from None
+    return TOKENIZERS[kind]
 
 
 def _require(data: dict[str, Any], key: str, kind: type, path: Path) -> Any:
@@ -441,10 +460,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     data = read_json(path)
     if not isinstance(data, dict) or "type" not in data:
         raise ValueError(f"{path} is not a saved tokenizer (expected a JSON object with a "
-                         f"'type' key, one of {sorted(TOKENIZERS)})")
-    v.choice(f"{path}: tokenizer type", data["type"], TOKENIZERS)
+                         f"'type' key, one of {sorted({*TOKENIZERS, *LAZY_TOKENIZERS})})")
+    cls = tokenizer_class(data["type"], f"{path}: tokenizer type")
     version = data.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {version!r}; this superpose reads "
                          f"version {FORMAT_VERSION}")
-    return TOKENIZERS[data["type"]]._from_json(data, path)
+    return cls._from_json(data, path)
