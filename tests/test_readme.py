@@ -21,6 +21,7 @@ SIZES = [
     ("steps=2_000, batch_size=32, warmup_steps=100", "steps=12, batch_size=32, warmup_steps=4"),
     ("n_samples=2_000_000", "n_samples=40_000"),
     ("packing.pack(1000, 50, steps=1000)", "packing.pack(1000, 50, steps=20)"),
+    ("TrainConfig(steps=600, lr=3e-3)", "TrainConfig(steps=20, lr=3e-3)"),
 ]
 
 
@@ -38,8 +39,8 @@ def shrunk(blocks: list[str]) -> list[str]:
 
 def test_readme_has_the_blocks_this_test_runs():
     blocks = python_blocks(README.read_text())
-    # toy, small GPT, TransformerLens, SAE, geometry
-    assert len(blocks) == 5, [b.splitlines()[0] for b in blocks]
+    # toy, small GPT, TransformerLens, encoder-decoder, SAE, geometry
+    assert len(blocks) == 6, [b.splitlines()[0] for b in blocks]
 
 
 @pytest.mark.science
@@ -56,5 +57,6 @@ def test_readme_python_blocks_run_top_to_bottom(tmp_path, monkeypatch):
         plt.close("all")
     # What the blocks promise, at the test's sizes.
     assert scope["result"] is not None and scope["ev"] is not None
+    assert scope["pattern"].shape[:2] == (64, 4)          # the encoder-decoder block ran
     assert (tmp_path / "results" / "my_sae" / "cfg.json").is_file()
 
