@@ -5,7 +5,12 @@ existing axes. Nothing outside this package imports matplotlib."""
 from typing import Any
 
 from superpose import _deprecation as deprecation
-from superpose.plot.attention import attention_head, attention_heads, head_scores_heatmap
+from superpose.plot.attention import (
+    attention_head,
+    attention_heads,
+    cross_attention,
+    head_scores_heatmap,
+)
 from superpose.plot.dimensionality import dimensionality_scatter, dimensions_per_feature_curve
 from superpose.plot.features import feature_view, loss_recovered_bars
 from superpose.plot.geometry import (
@@ -27,7 +32,7 @@ from superpose.plot.toy import feature_bars, feature_directions, gram_heatmaps
 from superpose.plot.training import loss_curves
 
 __all__ = [
-    "attention_head", "attention_heads", "head_scores_heatmap",
+    "attention_head", "attention_heads", "cross_attention", "head_scores_heatmap",
     "dimensionality_scatter", "dimensions_per_feature_curve", "feature_bars",
     "feature_directions", "gram_heatmaps", "loss_curves", "phase_diagram",
     "angle_comparison", "angle_histograms", "capacity_curves", "optimizer_history",
