@@ -241,14 +241,15 @@ class Seq2Seq(HookedModel):
             raise ValueError(f"beam must be an int >= 1 (1 is greedy decoding), got {beam!r}")
         if beam > cfg.vocab_tgt:
             raise ValueError(f"beam={beam} exceeds the target vocabulary ({cfg.vocab_tgt} ids)")
-        limit = cfg.n_ctx_tgt - 1
+        # Token k is predicted from BOS + k - 1 tokens: n_ctx_tgt new tokens at most.
+        limit = cfg.n_ctx_tgt
         if max_new_tokens is None:
             max_new_tokens = limit
         v.positive_int("max_new_tokens", max_new_tokens)
         if max_new_tokens > limit:
             raise ValueError(f"max_new_tokens={max_new_tokens} would make the decoder input "
-                             f"longer than its context n_ctx_tgt={cfg.n_ctx_tgt} (BOS + "
-                             f"{limit} tokens at most)")
+                             f"longer than its context n_ctx_tgt={cfg.n_ctx_tgt} (the last "
+                             f"token is predicted from BOS + {limit - 1} tokens)")
         v.non_negative_float("length_penalty", length_penalty)
         fill = pad if pad is not None else (eos if eos is not None else bos)
         was_training = self.training

@@ -198,9 +198,9 @@ def check_task_fits(model: nn.Module, task: Any) -> None:
     if task.max_src_len > mc.n_ctx:
         raise ValueError(f"the task's sources reach {task.max_src_len} tokens but the model's "
                          f"n_ctx is {mc.n_ctx}")
-    if task.max_tgt_len + 1 > mc.n_ctx_tgt:
-        raise ValueError(f"the task's targets reach {task.max_tgt_len} tokens (+ BOS/EOS) but "
-                         f"the model's n_ctx_tgt is {mc.n_ctx_tgt}")
+    if task.max_tgt_len > mc.n_ctx_tgt:
+        raise ValueError(f"the task's decoder inputs reach {task.max_tgt_len} tokens (BOS "
+                         f"included) but the model's n_ctx_tgt is {mc.n_ctx_tgt}")
 
 
 def iterate(fn: Callable[[], Any]) -> Iterator[Any]:
