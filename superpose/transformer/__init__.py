@@ -12,10 +12,11 @@ with cross-attention. Hook names are TransformerLens's (`HookedTransformer`, `Ho
 
 from superpose.transformer.base import HookSwitchError
 from superpose.transformer.config import EncoderConfig, Seq2SeqConfig
+from superpose.transformer.convert import from_hooked_encoder, to_hooked_encoder
 from superpose.transformer.encoder import Encoder, mlm_loss
 from superpose.transformer.parts import KVCache
 from superpose.transformer.seq2seq import Seq2Seq
 from superpose.transformer.training import TrainConfig, train_mlm, train_seq2seq
 
 __all__ = ["Encoder", "EncoderConfig", "HookSwitchError", "KVCache", "Seq2Seq", "Seq2SeqConfig",
-           "TrainConfig", "mlm_loss", "train_mlm", "train_seq2seq"]
+           "TrainConfig", "from_hooked_encoder", "mlm_loss", "to_hooked_encoder", "train_mlm", "train_seq2seq"]

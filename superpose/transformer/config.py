@@ -41,6 +41,7 @@ class _TLSurface:
     dtype: ClassVar[torch.dtype] = torch.float32
     n_key_value_heads: ClassVar[None] = None
     use_attn_scale: ClassVar[bool] = True
+    attn_only: ClassVar[bool] = False       # read by ActivationCache.decompose_resid & co.
 
     @property
     def normalization_type(self) -> str | None:

@@ -404,20 +404,28 @@ class Block(nn.Module):
         return self.attn(*(ln(t) for t in qkv), **kw)
 
     def _sublayer(self, x: Tensor, k: int, f: Any, out_hook: FastHookPoint,
-                  in_hook: FastHookPoint | None = None, *, last: bool) -> Tensor:
-        """Sublayer k (0-based) of this block: x -> the stream after it."""
+                  in_hook: FastHookPoint | None = None, *, last: bool,
+                  next_in_hook: FastHookPoint | None = None) -> Tensor:
+        """Sublayer k (0-based) of this block: x -> the stream after it. `in_hook` (e.g.
+        hook_mlp_in) fires on a copy of what the sublayer reads, before its pre-LN; with
+        post_hooks="sum" (TL's BertBlock) the next sublayer's input hook instead fires on the
+        sum before this sublayer's LayerNorm, which then feeds both the stream and the next
+        sublayer (`next_in_hook`)."""
         ln, after, drop = self._lns[k], self._after[k], self.cfg.dropout
         norm = self.norm
         if norm == "pre":
             h = in_hook(x.clone()) if in_hook is not None else x
             x = x + out_hook(dropout(f(h, ln), drop, self.training))
             return after(x)
-        h = in_hook(x.clone()) if in_hook is not None else x
+        h = in_hook(x.clone()) if in_hook is not None and not self.post_sum else x
         s = x + out_hook(dropout(f(h, _identity), drop, self.training))
         if norm == "none":
             return after(s)
         if self.post_sum:
-            out = ln(after(s))
+            s = after(s)
+            if next_in_hook is not None:
+                s = next_in_hook(s.clone())
+            out = ln(s)
             return self.hook_normalized_resid_post(out) if last else out
         return after(ln(s))
 
@@ -430,19 +438,20 @@ class Block(nn.Module):
         cfg = self.cfg
         x = self.hook_resid_pre(x)
         n = 1 + self.cross + (not self.attn_only)
+        cross_in = self.hook_cross_attn_in if self.cross and cfg.use_attn_in else None
+        mlp_in = self.hook_mlp_in if cfg.use_hook_mlp_in and not self.attn_only else None
         x = self._sublayer(
             x, 0, lambda h, ln: self._self_attention(h, ln, key_mask=key_mask,
                                                      positions=positions, past=past),
-            self.hook_attn_out, last=n == 1)
+            self.hook_attn_out, last=n == 1, next_in_hook=cross_in if self.cross else mlp_in)
         if self.cross:
             x = self._sublayer(
                 x, 1, lambda h, ln: self.cross_attn(ln(h), key_mask=context_mask,
                                                     context=context, past=cross_past),
-                self.hook_cross_attn_out,
-                self.hook_cross_attn_in if cfg.use_attn_in else None, last=n == 2)
+                self.hook_cross_attn_out, cross_in, last=n == 2, next_in_hook=mlp_in)
         if not self.attn_only:
             x = self._sublayer(x, n - 1, lambda h, ln: self.mlp(ln(h)), self.hook_mlp_out,
-                               self.hook_mlp_in if cfg.use_hook_mlp_in else None, last=True)
+                               mlp_in, last=True)
         return x
 
 

@@ -170,9 +170,7 @@ def test_hook_names_are_tls_minus_the_nsp_head():
 
 @pytest.mark.parametrize("switch", [
     "set_use_attn_result", "set_use_split_qkv_input",
-    pytest.param("set_use_hook_mlp_in", marks=pytest.mark.xfail(
-        strict=True, reason="ours fires blocks.i.hook_mlp_in on ln1(resid_mid), TL's BertBlock "
-        "on resid_mid (before ln1); remove this mark when parts.Block matches")),
+    "set_use_hook_mlp_in",
 ])
 def test_switched_hooks_match_hooked_encoder(switch):
     # catches: a runtime switch not carried by to_hooked_encoder, or whose hook fires a value
@@ -246,9 +244,6 @@ def test_tl_activation_cache_tools_work_on_our_cache():
     assert labels1 == labels2 == ["0_pre", "1_pre", "final_post"]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="EncoderConfig has no attn_only, which ActivationCache.decompose_resid "
-                   "reads; remove this mark when it does")
 def test_tl_decompose_resid_on_our_cache():
     enc = random_encoder()
     he = to_hooked_encoder(enc)
