@@ -19,4 +19,5 @@ from superpose.transformer.seq2seq import Seq2Seq
 from superpose.transformer.training import TrainConfig, train_mlm, train_seq2seq
 
 __all__ = ["Encoder", "EncoderConfig", "HookSwitchError", "KVCache", "Seq2Seq", "Seq2SeqConfig",
-           "TrainConfig", "from_hooked_encoder", "mlm_loss", "to_hooked_encoder", "train_mlm", "train_seq2seq"]
+           "TrainConfig", "from_hooked_encoder", "mlm_loss", "to_hooked_encoder", "train_mlm",
+           "train_seq2seq"]
