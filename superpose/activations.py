@@ -22,6 +22,26 @@ Where the rows come from:
 Several hook names give rows `[n_hooks, d_in]` (the crosscoder layout); the hooks must then
 share one width.
 
+Padded batches (the encoder and the encoder–decoder of `superpose.transformer`). A source
+batch is a tensor (`model(x)`), an `(inputs, targets)` pair, or a dict of the model's inputs
+(`model_call`): `"tokens"` / `"input"` go in positionally, `"labels"` is dropped (no
+activation needs it), every other key is a keyword argument, e.g.
+
+    {"tokens": t, "attention_mask": m}                                   # Encoder (and GPT)
+    {"src": s, "tgt": t, "src_attention_mask": sm, "tgt_attention_mask": tm}   # Seq2Seq
+
+Rows are then taken at real positions only, by the mask of the hook's side (`position_mask`):
+with `mask_key=None` (the default) a one-sided batch (no `src`/`tgt` keys) uses
+`"attention_mask"` for every hook, and a two-sided batch uses `"tgt_attention_mask"` for
+the decoder's hooks (`decoder.*`, `decoder_final_ln.*`, `hook_tgt_*`, `unembed.*`) and
+`"src_attention_mask"` for all others (`encoder.*`, `hook_embed`, ...). A mask missing from
+the batch means no padding on that side. `mask_key="key"` names the mask for every hook,
+`mask_key={hook: "key" or None}` per hook (a hook left out keeps the default; None: every
+position). Rows come in batch-major, position order (`act[mask]`), and `skip_positions`
+then drops the first real positions of each sequence (with left padding too). The disk
+cache and `resume` work with dict batches unchanged: the cache holds the masked rows, and
+`mask_key` is one of the settings a resume must repeat.
+
 Shuffling is SAELens's buffer: fill `buffer_size` rows, permute them with a seeded generator,
 yield half, refill, permute again. The same seed and the same source give the same batches.
 
@@ -53,7 +73,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +99,110 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # The NaN/inf check looks at 8 MiB at a time: its temporaries are ~3x that, so checking a tensor
 # peaks at ~1.1x its size, not 2.8x (benchmarks/activation_memory.py).
 _CHECK_BYTES = 1 << 23
+
+# ---- padded batches: the dict-of-inputs convention (shared with sae.splice and gpt.heads) ------
+
+POSITIONAL_KEYS = ("tokens", "input")       # passed positionally: forward(input, ...)
+TARGET_PREFIXES = ("decoder.", "decoder_final_ln.", "hook_tgt_", "unembed.")
+_TWO_SIDED = ("src", "tgt", "src_attention_mask", "tgt_attention_mask")
+
+
+def model_call(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """`(args, kwargs)` so that `model(*args, **kwargs)` runs one source batch: a dict puts
+    `"tokens"` (or `"input"`) first, drops `"labels"` and passes the rest by keyword; anything
+    else is the one positional input."""
+    if not isinstance(batch, Mapping):
+        return (batch,), {}
+    if not all(isinstance(k, str) for k in batch):
+        raise ValueError(f"a dict batch maps the model's argument names to inputs; got keys "
+                         f"{list(batch)}")
+    first = [k for k in POSITIONAL_KEYS if k in batch]
+    if len(first) > 1:
+        raise ValueError("a dict batch gives the model's first input once, as 'tokens' or "
+                         "'input', got both")
+    args = (batch[first[0]],) if first else ()
+    kwargs = {k: x for k, x in batch.items() if k not in POSITIONAL_KEYS and k != "labels"}
+    return args, kwargs
+
+
+def default_mask_key(hook_name: str, batch: Mapping[str, Any]) -> str:
+    """Which mask of a dict batch belongs to `hook_name` (see the module docstring): a
+    two-sided batch (src/tgt keys) gives the decoder's hooks "tgt_attention_mask" and the
+    others "src_attention_mask"; a one-sided batch gives every hook "attention_mask"."""
+    if any(k in batch for k in _TWO_SIDED):
+        return "tgt_attention_mask" if hook_name.startswith(TARGET_PREFIXES) \
+            else "src_attention_mask"
+    return "attention_mask"
+
+
+def check_mask_key(mask_key: Any) -> None:
+    """`mask_key` is None, a key, or a dict {hook name: key or None}."""
+    if mask_key is None or isinstance(mask_key, str):
+        return
+    if isinstance(mask_key, Mapping) and all(
+            isinstance(k, str) and (x is None or isinstance(x, str)) for k, x in mask_key.items()):
+        return
+    raise ValueError(f"mask_key must be None (the mask of the hook's side), the key of a mask "
+                     f"in the batch dict, or a dict {{hook_name: key or None}}, got {mask_key!r}")
+
+
+def position_mask(hook_name: str, batch: Any, mask_key: str | Mapping[str, str | None] | None
+                  = None) -> Tensor | None:
+    """The bool mask [batch, pos] (True at real tokens) of the positions of `hook_name` that
+    hold real tokens, for one source batch; None when every position is real (a tensor batch,
+    or no mask for that side in the dict). See the module docstring for `mask_key`."""
+    if isinstance(batch, (tuple, list)) and batch:
+        batch = batch[0]
+    key: str | None
+    if isinstance(mask_key, Mapping) and hook_name in mask_key:
+        key = mask_key[hook_name]
+        explicit = True
+    elif isinstance(mask_key, str):
+        key, explicit = mask_key, True
+    else:
+        key, explicit = None, False
+    if not isinstance(batch, Mapping):
+        if explicit and key is not None:
+            raise ValueError(f"mask_key={mask_key!r} names a mask in a dict batch, but the "
+                             f"source batch is a {type(batch).__name__}; pass batches as dicts "
+                             "of the model's inputs, mask included")
+        return None
+    if not explicit:
+        key = default_mask_key(hook_name, batch)
+    if key is None:
+        return None
+    if key not in batch:
+        if explicit:
+            raise ValueError(f"mask_key {key!r} (for {hook_name!r}) is not a key of the batch "
+                             f"dict, which has {sorted(batch)}")
+        return None
+    mask = batch[key]
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.ndim != 2 or mask.dtype.is_floating_point \
+            or mask.is_complex():
+        raise ValueError(f"batch[{key!r}] must be a bool or 0/1 tensor [batch, pos], got "
+                         + (f"{mask.dtype} {list(mask.shape)}" if isinstance(mask, Tensor)
+                            else type(mask).__name__))
+    return mask.bool()
+
+
+def real_rows(act: Tensor, mask: Tensor | None, skip: int = 0, *, what: str = "activation"
+              ) -> Tensor:
+    """[batch, pos, ...] -> [n, ...]: the positions where `mask` [batch, pos] is True, after
+    the first `skip` real positions of each sequence; batch-major, position order."""
+    if mask is None:
+        act = act[:, skip:]
+        return act.reshape(act.shape[0] * act.shape[1], *act.shape[2:])
+    if tuple(mask.shape) != tuple(act.shape[:2]):
+        raise ValueError(f"the {what} has shape {list(act.shape)}, but its mask is "
+                         f"{list(mask.shape)}: the mask must be [batch, pos] of this hook's "
+                         "positions (a two-sided model: src_attention_mask for encoder hooks, "
+                         "tgt_attention_mask for decoder.* hooks; pass mask_key= to choose)")
+    mask = mask.to(act.device)
+    if skip:
+        mask = mask & (mask.long().cumsum(1) > skip)
+    return act[mask]
 
 
 class ActivationStore:
@@ -113,6 +237,9 @@ class ActivationStore:
       allow_partial: reading a cache (`from_cache`) whose writer did not finish is an error;
         True reads the rows that are there, with a warning.
       epochs: passes over a tensor or cache source (None: forever; each pass reshuffled).
+      mask_key: which mask of a dict batch marks each hook's real positions (None: the
+        hook's side, by its name; a key; or {hook_name: key or None}); only real positions
+        become rows. See the module docstring.
     """
 
     def __init__(self, model: nn.Module | None, hook_name: str | list[str] | None,
@@ -123,8 +250,10 @@ class ActivationStore:
                  normalize: str | float | None = None, stop_early: bool = True,
                  cache_dir: str | Path | None = None, shard_size: int = 65_536,
                  epochs: int | None = 1, resume: bool = False,
-                 allow_partial: bool = False) -> None:
+                 allow_partial: bool = False,
+                 mask_key: str | Mapping[str, str | None] | None = None) -> None:
         v.positive_int("batch_size", batch_size)
+        check_mask_key(mask_key)
         if buffer_size is None:
             buffer_size = 16 * batch_size
         v.positive_int("buffer_size", buffer_size)
@@ -166,6 +295,7 @@ class ActivationStore:
         self.skip_positions = max(skip_positions, int(skip_bos))
         self.normalize = normalize
         self.stop_early = stop_early
+        self.mask_key = dict(mask_key) if isinstance(mask_key, Mapping) else mask_key
         self.epochs = epochs
         self.n_tokens_seen = 0             # rows yielded so far
         self.n_batches_captured = 0        # model (or source) batches consumed so far
@@ -188,6 +318,9 @@ class ActivationStore:
             if hook_name is not None:
                 raise ValueError("hook_name needs a model; with model=None, source must be a "
                                  "tensor of activations or a cache folder and hook_name None")
+            if mask_key is not None:
+                raise ValueError("mask_key picks the real positions of model inputs; a tensor "
+                                 "or cache source holds rows already")
             self.hook_names: list[str] = []
             self.instance = None
             if isinstance(source, Tensor):
@@ -365,8 +498,21 @@ class ActivationStore:
             x = x[0]                                   # (inputs, targets)
         if isinstance(x, Tensor):
             x = x.to(model_device)
+        elif isinstance(x, Mapping):
+            x = {k: (t.to(model_device) if isinstance(t, Tensor) else t) for k, t in x.items()}
+        masks = [position_mask(n, x, self.mask_key) for n in self.hook_names]
+        if any(not (m is None and masks[0] is None) and not (
+                m is not None and masks[0] is not None and m.shape == masks[0].shape
+                and torch.equal(m, masks[0])) for m in masks[1:]):
+            raise ValueError(f"hooks captured together must have their real positions in "
+                             f"common, but {self.hook_names} read different masks (source and "
+                             "target sides?); use one store per side")
         acts = self._capture(x, i)
-        rows = [self._rows(acts[n], n) for n in self.hook_names]
+        rows = [self._rows(acts[n], n, m) for n, m in zip(self.hook_names, masks)]
+        if len(rows) > 1 and len({r.shape[0] for r in rows}) > 1:
+            raise ValueError(f"hooks captured together must have their real positions in "
+                             f"common, but their masks differ ({self.hook_names}: "
+                             f"{[r.shape[0] for r in rows]} rows); use one store per side")
         if len(rows) > 1:
             widths = {n: r.shape[1] for n, r in zip(self.hook_names, rows)}
             if len(set(widths.values())) > 1:
@@ -450,17 +596,20 @@ class ActivationStore:
         was_training = model.training
         model.eval()
         try:
+            args, kwargs = model_call(x)
             with torch.no_grad():
-                captured = hooks.capture(model, self.hook_names, x, stop_early=self.stop_early,
-                                         clone=True, context=f" of source batch {batch_index}")
+                captured = hooks.capture(model, self.hook_names, *args,
+                                         stop_early=self.stop_early, clone=True,
+                                         context=f" of source batch {batch_index}", **kwargs)
         finally:
             model.train(was_training)
         self.n_batches_captured += 1
         return captured
 
-    def _rows(self, act: Tensor, name: str) -> Tensor:
-        """[batch, pos, ...] -> [batch * (pos - skip), prod(...)]; a ToyModel's
-        [batch, inst, d] -> [batch, d] of the chosen instance."""
+    def _rows(self, act: Tensor, name: str, mask: Tensor | None = None) -> Tensor:
+        """[batch, pos, ...] -> [batch * (pos - skip), prod(...)], or [n_real - skipped,
+        prod(...)] with a padding mask [batch, pos]; a ToyModel's [batch, inst, d] ->
+        [batch, d] of the chosen instance."""
         if self._toy:
             return act[:, self.instance]
         if act.ndim < 2:
@@ -474,8 +623,8 @@ class ActivationStore:
         if self.skip_positions >= act.shape[1]:
             raise ValueError(f"skip_positions={self.skip_positions} leaves nothing of sequences "
                              f"of length {act.shape[1]}")
-        act = act[:, self.skip_positions:]
-        return act.reshape(act.shape[0] * act.shape[1], -1)
+        rows = real_rows(act, mask, self.skip_positions, what=f"activation at {name!r}")
+        return rows.reshape(rows.shape[0], -1)
 
     def _next_rows(self) -> Tensor | None:
         """The next chunk of rows, written to the cache (raw) and then scaled; None at the end."""
@@ -664,7 +813,7 @@ class _ShardWriter:
         return {"hook_names": list(s.hook_names), "dtype": str(s.dtype).removeprefix("torch."),
                 "skip_positions": s.skip_positions, "instance": s.instance,
                 "normalize": norm, "shard_size": self.shard_size,
-                "expected_batches": s._source_len}
+                "expected_batches": s._source_len, "mask_key": s.mask_key}
 
     def add(self, rows: Tensor) -> None:
         n = len(rows)

@@ -7,16 +7,39 @@
     ev.extra["loss_recovered"]
 
 The model is anything with TransformerLens's hook machinery (`hook_dict`, `run_with_hooks`)
-whose forward maps token ids [batch, pos] to logits [batch, pos, d_vocab]: our GPT and TL's
-HookedTransformer. At the hook, the activation [batch, pos, *d] (heads flattened for hook_z,
-as ActivationStore captures them) is replaced by the SAE's output, and the next-token
-cross-entropy is compared with
+whose forward returns logits [batch, pos, d_vocab]: our GPT, Encoder and Seq2Seq
+(`superpose.transformer`), TL's HookedTransformer. At the hook, the activation [batch, pos, *d]
+(heads flattened for hook_z, as ActivationStore captures them) is replaced by the SAE's
+output, and the loss is compared with
   - the clean model (nothing replaced),
   - zero ablation (the activation set to 0), and
-  - mean ablation (set to its mean over every position of `tokens`, one more forward pass);
+  - mean ablation (set to its mean over every real position of the inputs, one more pass);
 fraction of loss recovered = (L_zero − L_sae) / (L_zero − L_clean) (`evaluation.loss_recovered`;
 SAELens's "ce_loss_score"), also against mean ablation. KL(clean ‖ spliced) is the mean over
-every position of Σ_v p_clean(v) (log p_clean(v) − log p_spliced(v)).
+every real output position of Σ_v p_clean(v) (log p_clean(v) − log p_spliced(v)).
+
+Inputs and losses. `tokens` is either token ids [batch, pos] (a decoder-only model; the loss
+is next-token cross-entropy) or a dict of the model's inputs, ActivationStore's convention
+(`superpose.activations.model_call`: "tokens"/"input" positional, "labels" held back, the
+rest by keyword), e.g.
+
+    {"tokens": t, "attention_mask": m, "labels": y}          # Encoder: MLM loss where y != -100
+    {"src": s, "tgt": t_in, "src_attention_mask": sm, "tgt_attention_mask": tm,
+     "labels": t_out}                                       # Seq2Seq: teacher-forced loss
+
+With a dict the loss is the cross-entropy of logits[b, t] against labels[b, t] wherever
+labels != -100 (what `Encoder` / `Seq2Seq` compute with return_type="loss"); a label at a
+padded output position (where the output side's mask — "tgt_attention_mask" for a two-sided
+batch, else "attention_mask" — is False) is an error, so padding can never be scored. Any
+other loss: `loss_fn(logits, batch) -> per-prediction losses` (a tensor of any shape, summed
+and counted by its number of elements). Every tensor in the dict is split along its first
+axis into chunks of `batch_size` rows.
+
+Padding. The SAE replaces the activation at every position, padded ones included: the models
+hide padded keys from every attention (and an MLP acts per position), so what stands at a
+padded position reaches no real output, and only real targets are scored. The mean used by
+mean ablation is over real positions only, by the mask of the hook's side
+(`activations.position_mask`; `mask_key=` overrides it as in ActivationStore).
 
 Normalised activations. An SAE trained on `ActivationStore(..., normalize="mean_norm")` batches
 saw x·s (s = `store.scaling_factor`), not x. Either give `scale=s` here (the SAE then sees x·s
@@ -38,7 +61,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,12 +73,15 @@ from torch import Tensor, nn
 from superpose import _validate as v
 from superpose import hooks
 from superpose._progress import bar
+from superpose.activations import check_mask_key, model_call, position_mask, real_rows
 from superpose.sae.base import SAE
 from superpose.sae.evaluation import loss_recovered
 
 log = logging.getLogger(__name__)
 
 HookFn = Callable[[Tensor, Any], Tensor]
+LossFn = Callable[[Tensor, Any], Tensor]
+IGNORE_INDEX = -100
 
 
 # ---- checks shared with superpose.sae.features ---------------------------------------------
@@ -195,13 +221,13 @@ def spliced(model: nn.Module, sae: SAE, hook_name: str, *, scale: float | None =
 
 @dataclass
 class SplicedLosses:
-    """Next-token cross-entropy (nats/token, mean over `n_predictions`) with the activation at
+    """Cross-entropy (nats/prediction, mean over `n_predictions`) with the activation at
     `hook_name` left alone, replaced by the SAE, zero- and mean-ablated; KL(clean ‖ spliced)
-    is the mean over all `n_tokens` positions."""
+    is the mean over all `n_tokens` (real) output positions."""
 
     hook_name: str
-    n_tokens: int                 # positions run (batch * pos)
-    n_predictions: int            # next-token targets scored (batch * (pos - 1))
+    n_tokens: int                 # real output positions run (batch * pos without padding)
+    n_predictions: int            # targets scored (batch * (pos - 1) for next-token)
     clean_loss: float
     spliced_loss: float
     zero_ablation_loss: float
@@ -231,27 +257,107 @@ def _recovered(clean: float, sae_loss: float, ablated: float) -> float:
         return float("nan")
 
 
-def _logits(model: nn.Module, tokens: Tensor, fwd_hooks: list[tuple[str, HookFn]]) -> Tensor:
-    out = model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
-    if not isinstance(out, Tensor) or out.ndim != 3 or out.shape[:2] != tokens.shape:
+# ---- inputs: token ids or a dict of the model's inputs ------------------------------------------
+
+def check_inputs(inputs: Any, *, min_pos: int = 1) -> None:
+    """`inputs` is token ids [batch, pos] (`check_tokens`) or a non-empty dict of the model's
+    inputs whose tensors share their first (batch) axis."""
+    if not isinstance(inputs, Mapping):
+        check_tokens(inputs, min_pos=min_pos)
+        return
+    tensors = {k: t for k, t in inputs.items() if isinstance(t, Tensor)}
+    if not tensors:
+        raise ValueError(f"a dict of model inputs needs at least one tensor, got keys "
+                         f"{list(inputs)}")
+    sizes = {k: (t.shape[0] if t.ndim else None) for k, t in tensors.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values() or 0 in sizes.values():
+        raise ValueError(f"the tensors of a dict of model inputs must share their first "
+                         f"(batch) axis, of length >= 1; got {sizes}")
+
+
+def _chunks(inputs: Any, batch_size: int, device: torch.device) -> list[Any]:
+    if not isinstance(inputs, Mapping):
+        return [c.to(device) for c in inputs.split(batch_size)]
+    n = next(t.shape[0] for t in inputs.values() if isinstance(t, Tensor))
+    return [{k: (t[i:i + batch_size].to(device) if isinstance(t, Tensor) else t)
+             for k, t in inputs.items()} for i in range(0, n, batch_size)]
+
+
+def output_mask(batch: Any) -> Tensor | None:
+    """The real positions of the logits [batch, pos]: the target's mask for a two-sided
+    (src/tgt) dict, else its "attention_mask"; None when unpadded."""
+    return position_mask("unembed.hook_out", batch)
+
+
+def next_token_losses(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Next-token cross-entropy [batch * (pos - 1)] of logits against token ids [batch, pos]."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
+                           reduction="none")
+
+
+def label_losses(logits: Tensor, batch: Mapping[str, Any]) -> Tensor:
+    """Cross-entropy of logits[b, t] against batch["labels"][b, t] wherever it is not -100
+    (the Encoder's MLM loss, the Seq2Seq's teacher-forced loss), one entry per label."""
+    labels = batch.get("labels")
+    if not isinstance(labels, Tensor) or labels.shape != logits.shape[:2] \
+            or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        got = (f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, Tensor)
+               else type(labels).__name__)
+        raise ValueError(f"the loss needs batch['labels']: integer ids [batch, pos] = "
+                         f"{list(logits.shape[:2])} (-100 where nothing is predicted), got {got}")
+    real = labels != IGNORE_INDEX
+    mask = output_mask(batch)
+    if mask is not None and bool((real & ~mask.to(real.device)).any()):
+        raise ValueError("batch['labels'] scores a padded position (a label other than -100 "
+                         "where the output's attention mask is False); set labels to -100 at "
+                         "padding")
+    y = labels[real]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= logits.shape[-1]):
+        raise ValueError(f"labels must be -100 or ids in [0, {logits.shape[-1]}), got values "
+                         f"in [{int(y.min())}, {int(y.max())}]")
+    return F.cross_entropy(logits[real], y, reduction="none")
+
+
+def _logits(model: nn.Module, batch: Any, fwd_hooks: list[tuple[str, HookFn]]) -> Tensor:
+    args, kwargs = model_call(batch)
+    out = model.run_with_hooks(*args, fwd_hooks=fwd_hooks, **kwargs)
+    if isinstance(batch, Mapping):
+        mask = output_mask(batch)
+        n = next(t.shape[0] for t in batch.values() if isinstance(t, Tensor))
+        ok = isinstance(out, Tensor) and out.ndim == 3 and out.shape[0] == n \
+            and (mask is None or out.shape[:2] == mask.shape)
+        want = f"[batch={n}, pos, d_vocab]"
+    else:
+        ok = isinstance(out, Tensor) and out.ndim == 3 and out.shape[:2] == batch.shape
+        want = f"[batch, pos, d_vocab] for tokens {list(batch.shape)}"
+    if not ok:
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"model(tokens) must return logits [batch, pos, d_vocab] for tokens "
-                         f"{list(tokens.shape)}, got {shape}")
+        raise ValueError(f"the model must return logits {want}, got {shape}")
     return out.float()
 
 
-def _ce_sum(logits: Tensor, tokens: Tensor) -> float:
-    return float(F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
-                                 reduction="sum").double())
+def _loss_sum(loss_fn: LossFn | None, logits: Tensor, batch: Any) -> tuple[float, int]:
+    if loss_fn is None:
+        losses = label_losses(logits, batch) if isinstance(batch, Mapping) \
+            else next_token_losses(logits, batch)
+    else:
+        losses = loss_fn(logits, batch)
+        if not isinstance(losses, Tensor) or not losses.is_floating_point():
+            raise ValueError(f"loss_fn(logits, batch) must return a float tensor of "
+                             f"per-prediction losses, got {type(losses).__name__}")
+    return float(losses.double().sum()), losses.numel()
 
 
 @torch.no_grad()
 def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
-                   tokens: Int[Tensor, "batch pos"], *, batch_size: int = 32,
-                   scale: float | None = None, error_term: bool = False,
-                   mean_ablation: bool = True, progress: bool = True) -> SplicedLosses:
+                   tokens: Int[Tensor, "batch pos"] | Mapping[str, Any], *,
+                   batch_size: int = 32, scale: float | None = None, error_term: bool = False,
+                   mean_ablation: bool = True, progress: bool = True,
+                   loss_fn: LossFn | None = None,
+                   mask_key: str | Mapping[str, str | None] | None = None) -> SplicedLosses:
     """Clean, spliced, zero- and mean-ablated losses of `model` on `tokens` [batch, pos]
-    (pos >= 2), `batch_size` sequences per forward pass (a progress bar with `progress=True`);
+    (pos >= 2; next-token loss) or on a dict of the model's inputs (labels' loss, or
+    `loss_fn`), `batch_size` sequences per forward pass (a progress bar with `progress=True`);
     see the module docstring.
 
     Both the model and the SAE run in eval mode (restored afterwards); activations go to the
@@ -259,17 +365,25 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
     """
     check_model(model, hook_name)
     check_sae(sae)
-    check_tokens(tokens, min_pos=2)
+    check_inputs(tokens, min_pos=2 if loss_fn is None else 1)
     v.positive_int("batch_size", batch_size)
+    check_mask_key(mask_key)
     if not isinstance(mean_ablation, bool):
         raise ValueError(f"mean_ablation must be True or False, got {mean_ablation!r}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a function (logits, batch) -> losses, got "
+                         f"{type(loss_fn).__name__}")
+    if isinstance(tokens, Mapping) and loss_fn is None and "labels" not in tokens:
+        raise ValueError("a dict of model inputs needs 'labels' ([batch, pos], -100 where "
+                         "nothing is predicted) or loss_fn=... to define the loss")
     fn = splice_hook(sae, hook_name, scale=scale, error_term=error_term)
     dev = model_device(model)
-    chunks = [c.to(dev) for c in tokens.split(batch_size)]
+    chunks = _chunks(tokens, batch_size, dev)
     was_model, was_sae = model.training, sae.training
     model.eval()
     sae.eval()
     sums = dict(clean=0.0, spliced=0.0, zero=0.0, mean=0.0, kl=0.0)
+    n_pred = n_tok = 0
     act_sum: Tensor | None = None
     n_rows = 0
     seen: dict[str, Tensor] = {}
@@ -283,18 +397,28 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
             act = seen.pop("act")
             if i == 0:
                 as_rows(act, sae.cfg.d_in, hook_name)        # a clear error before splicing
-            rows = act.flatten(0, 1) if act.ndim >= 3 else act
+            if act.ndim >= 3:
+                rows = real_rows(act, position_mask(hook_name, chunk, mask_key),
+                                 what=f"activation at {hook_name!r}")
+            else:
+                rows = act
             part = rows.double().sum(0)
             act_sum = part if act_sum is None else act_sum + part
             n_rows += rows.shape[0]
-            sums["clean"] += _ce_sum(clean, chunk)
+            loss, n = _loss_sum(loss_fn, clean, chunk)
+            sums["clean"] += loss
+            n_pred += n
+            out_mask = output_mask(chunk) if isinstance(chunk, Mapping) else None
             lp_clean = clean.log_softmax(-1)
             out = _logits(model, chunk, [(hook_name, fn)])
-            sums["spliced"] += _ce_sum(out, chunk)
-            sums["kl"] += float((lp_clean.exp() * (lp_clean - out.log_softmax(-1))).sum()
-                                .double())
+            sums["spliced"] += _loss_sum(loss_fn, out, chunk)[0]
+            kl = (lp_clean.exp() * (lp_clean - out.log_softmax(-1))).sum(-1)   # [batch, pos]
+            if out_mask is not None:
+                kl = kl[out_mask.to(kl.device)]
+            sums["kl"] += float(kl.double().sum())
+            n_tok += kl.numel()
             zero = _logits(model, chunk, [(hook_name, lambda a, hook: torch.zeros_like(a))])
-            sums["zero"] += _ce_sum(zero, chunk)
+            sums["zero"] += _loss_sum(loss_fn, zero, chunk)[0]
         if mean_ablation:
             assert act_sum is not None
             mean = (act_sum / n_rows)
@@ -302,12 +426,14 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
             def to_mean(a: Tensor, hook: Any) -> Tensor:
                 return mean.to(a.device, a.dtype).expand_as(a).clone()
             for chunk in bar(chunks, progress=progress, desc="mean ablation", leave=False):
-                sums["mean"] += _ce_sum(_logits(model, chunk, [(hook_name, to_mean)]), chunk)
+                sums["mean"] += _loss_sum(loss_fn, _logits(model, chunk, [(hook_name, to_mean)]),
+                                          chunk)[0]
     finally:
         model.train(was_model)
         sae.train(was_sae)
-    n_tok = tokens.numel()
-    n_pred = tokens.shape[0] * (tokens.shape[1] - 1)
+    if n_pred == 0:
+        raise ValueError("no prediction was scored (every label is -100, or loss_fn returned "
+                         "nothing), so there is no loss to compare")
     clean_l, spl, zero_l = (sums[k] / n_pred for k in ("clean", "spliced", "zero"))
     mean_l = sums["mean"] / n_pred if mean_ablation else None
     return SplicedLosses(
@@ -318,13 +444,15 @@ def spliced_losses(model: nn.Module, sae: SAE, hook_name: str,
         kl_div=max(0.0, sums["kl"] / n_tok), error_term=error_term)
 
 
-def splice_fn(model: nn.Module, hook_name: str, tokens: Int[Tensor, "batch pos"],
+def splice_fn(model: nn.Module, hook_name: str,
+              tokens: Int[Tensor, "batch pos"] | Mapping[str, Any],
               **kwargs: Any) -> Callable[[SAE], dict[str, float]]:
     """`model_fn` for `evaluate`: `sae -> spliced_losses(model, sae, hook_name, tokens,
     **kwargs).as_dict()`, so `EvalResult.extra` gets the spliced-in numbers."""
     check_model(model, hook_name)
-    check_tokens(tokens, min_pos=2)
-    known = ["batch_size", "scale", "error_term", "mean_ablation", "progress"]
+    check_inputs(tokens, min_pos=2 if kwargs.get("loss_fn") is None else 1)
+    known = ["batch_size", "scale", "error_term", "mean_ablation", "progress", "loss_fn",
+             "mask_key"]
     unknown = set(kwargs) - set(known)
     if unknown:
         raise ValueError(f"splice_fn passes {known} on to spliced_losses; got unknown "
