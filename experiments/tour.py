@@ -37,6 +37,9 @@ STAGES: list[tuple[str, str]] = [
     ("geometry_claims", "tested: 'millions of vectors within 89°–91° in 1000-D' and other "
                         "near-orthogonality claims, against the packing bounds"),
     ("jl_digits", "Johnson–Lindenstrauss on the digits: measured k vs the bound"),
+    ("encoder_mlm", "encoders: a BERT-shaped char MLM beats the unigram; padding never attended"),
+    ("seq2seq_alignment", "encoders: seq2seq spells numbers; cross-attention follows the "
+                          "digit-word alignment"),
 ]
 
 
