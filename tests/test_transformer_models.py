@@ -677,3 +677,17 @@ def test_bad_losses_and_configs(user_errors):
         Seq2SeqConfig(d_vocab=20, d_vocab_tgt=11, bos_id=11)
     with pytest.raises(ValueError, match="eos_id=20 is not a target token id"):
         Seq2SeqConfig(d_vocab=20, eos_id=20)
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+def test_decode_takes_a_0_1_integer_source_mask(hooked):
+    # catches: decode() (public) passing a 0/1 integer mask to the attention as-is (a
+    # RuntimeError from scaled_dot_product_attention, or masked_fill on ~int: all masked).
+    model = seq2seq("pre", "learned")
+    src, tgt = ids((2, 8), V_SRC, 72), ids((2, 5), V_TGT, 73)
+    mask = pad_mask([8, 5], 8, "right")
+    ref = model(src, tgt, src_attention_mask=mask)
+    names = (lambda n: n.endswith("cross_attn.hook_pattern")) if hooked else (lambda n: False)
+    with model.hooks(fwd_hooks=[(names, lambda t, hook: None)]):
+        out = model.decode(model.encode(src, mask), tgt, src_attention_mask=mask.long())
+    torch.testing.assert_close(out, ref, **TOL)

@@ -167,9 +167,12 @@ class Seq2Seq(HookedModel):
             raise ValueError(f"memory must be the encoder output [batch={tgt.shape[0]}, "
                              f"src_pos, d_model={cfg.d_model}], got {list(memory.shape)}")
         smask = src_attention_mask
-        if smask is not None and smask.shape != memory.shape[:2]:
+        if isinstance(smask, Tensor) and smask.shape != memory.shape[:2]:
             raise ValueError(f"src_attention_mask must have shape {list(memory.shape[:2])} (the "
                              f"source's), got {list(smask.shape)}")
+        # Checked and made bool here too: decode is public, and a 0/1 integer mask would reach
+        # the attention as an integer attn_mask (a RuntimeError) or a bitwise ~ (all masked).
+        smask = check_mask("src_attention_mask", smask, memory[:, :, 0])
         positions = positions_from_mask(tmask, tgt.shape[1], offset, device=tgt.device)
         x = self._embed(tgt, positions, target=True)
         rot = positions if (cfg.positional == "rotary" and (tmask is not None or offset)) \
