@@ -99,8 +99,8 @@ def _fit(model: nn.Module, cfg: TrainConfig, step_loss: Callable[[int], tuple[Te
                        seconds=time.perf_counter() - start)
 
 
-def mlm_batches(texts: Sequence[str] | str, tokenizer: Any, *, batch_size: int, seq_len: int,
-                generator: torch.Generator, min_len: int | None = None
+def mlm_batches(texts: Sequence[str] | str | Tensor, tokenizer: Any, *, batch_size: int,
+                seq_len: int, generator: torch.Generator, min_len: int | None = None
                 ) -> tuple[Tensor, Tensor]:
     """One MLM batch: `batch_size` random windows of the text(s), of random lengths in
     [min_len, seq_len - 2] characters/tokens, each as [CLS] window [SEP], right-padded.
