@@ -167,7 +167,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0,
             fig = plot.attention_heads(cache, layer=layer, tokens=labels, batch=row,
                                        causal=False, attention_mask=mask, max_cols=4)
             fig.suptitle(f"encoder layer {layer}, bidirectional self-attention on {text!r}"
-                         + ("; grey: [PAD], masked" if not bool(mask[row].all()) else ""),
+                         + ("\ngrey: [PAD], masked" if not bool(mask[row].all()) else ""),
                          fontsize=10)
             r.save_figure(fig, f"attention_layer{layer}_{'padded' if row else 'full'}")
 
