@@ -76,10 +76,7 @@ def test_identifier_labels():
 
 
 @pytest.mark.science
-def test_encoder_vs_decoder_quick(tmp_path, user_errors):
-    # user_errors: the run-time annotation checks are off for this run, because
-    # transformer.train_mlm hands token ids (a Tensor) to mlm_batches, whose annotation says
-    # `Sequence[str] | str` (a library annotation bug, reported; the code itself is right).
+def test_encoder_vs_decoder_quick(tmp_path):
     # catches: an unfair comparison (parameter counts or positions seen that differ), a model
     # that does not learn (the trained GPT and encoder must beat their untrained selves at
     # predicting characters), an encoder generation loop that reads the wrong position, a
