@@ -618,24 +618,25 @@ def test_bad_masks(user_errors):
 def test_bad_token_ids_and_lengths(user_errors):
     enc, s2s = encoder(), seq2seq()
     src, tgt = ids((2, 6), V_SRC, 66), ids((2, 4), V_TGT, 67)
-    with pytest.raises(ValueError, match=r"src: token ids must lie in \[0, 13\)"):
+    with pytest.raises(ValueError, match=r"src: token ids must lie in \[0, d_vocab=13\)"):
         s2s(src + V_SRC, tgt)
     bad_tgt = tgt.clone()
     bad_tgt[0, 0] = V_TGT + 1                            # a source id, not a target id
-    with pytest.raises(ValueError, match=r"tgt: token ids must lie in \[0, 11\)"):
+    with pytest.raises(ValueError, match=r"tgt: token ids must lie in \[0, vocab_tgt=11\)"):
         s2s(src, bad_tgt)
     with pytest.raises(ValueError, match="tgt: sequence length 11 exceeds the model's context "
-                                         "of 10"):
+                                         "n_ctx_tgt=10"):
         s2s(src, ids((2, 11), V_TGT, 68))
     with pytest.raises(ValueError, match="src: sequence length 13 exceeds"):
         s2s(ids((2, 13), V_SRC, 69), tgt)
-    with pytest.raises(ValueError, match=r"tokens: token ids must lie in \[0, 13\)"):
+    with pytest.raises(ValueError, match=r"tokens: token ids must lie in \[0, d_vocab=13\)"):
         enc(-src)
     with pytest.raises(ValueError, match="use tokens\\[None\\] for a single sequence"):
         enc(src[0])
     with pytest.raises(ValueError, match="no token types"):
         enc(src, token_type_ids=torch.zeros_like(src))
-    with pytest.raises(ValueError, match=r"token_type_ids: token ids must lie in \[0, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"token_type_ids: token ids must lie in \[0, n_token_types=2\)"):
         encoder(n_token_types=2)(src, token_type_ids=torch.full_like(src, 2))
 
 

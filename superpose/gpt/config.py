@@ -6,14 +6,12 @@ filled in from `d_model` when left as None, so a saved config always holds the r
 
 from __future__ import annotations
 
-import math
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
-
-import torch
+from typing import ClassVar, Literal
 
 from superpose import _validate as v
+from superpose.transformer.surface import TLConfigSurface
 
 Positional = Literal["learned", "sinusoidal", "rotary", "none"]
 POSITIONALS: tuple[str, ...] = ("learned", "sinusoidal", "rotary", "none")
@@ -28,7 +26,7 @@ ACTS: tuple[str, ...] = ("gelu", "relu")
 # error about `int`, so it opts out of that checker.
 @typing.no_type_check
 @dataclass(frozen=True, kw_only=True)
-class GPTConfig:
+class GPTConfig(TLConfigSurface):
     """A decoder-only transformer. Every field is keyword-only; only `d_vocab` is required.
 
     positional: how tokens learn where they are.
@@ -106,32 +104,14 @@ class GPTConfig:
             raise ValueError(f"positional='rotary' rotates pairs of dimensions, so d_head must "
                              f"be even, got d_head={self.d_head}")
 
-    # ---- TransformerLens's names for the same facts ------------------------------------------
-    # TransformerLens's tools (ActivationCache.decompose_resid / apply_ln_to_stack,
-    # transformer_lens.patching, SVDInterpreter, ...) read `model.cfg.<TL field>`. These read-only
-    # properties answer in TL's vocabulary; they are not fields, so they are never saved.
-
-    # Runtime switches TL keeps on its config (HookedTransformer.set_use_attn_result & co.) and
-    # the model's device and dtype. A GPT owns a private copy of its config and sets these on it
-    # (`GPT._set_runtime`); they are not dataclass fields, so equality, hashing and config.json
-    # ignore them. The class-level values are the defaults.
-    RUNTIME: ClassVar[tuple[str, ...]] = ("use_attn_result", "use_split_qkv_input", "use_attn_in",
-                                          "use_hook_mlp_in", "device", "dtype")
-    use_attn_result: ClassVar[bool] = False
-    use_split_qkv_input: ClassVar[bool] = False
-    use_attn_in: ClassVar[bool] = False
-    use_hook_mlp_in: ClassVar[bool] = False
-    device: ClassVar[Any] = None
-    dtype: ClassVar[torch.dtype] = torch.float32
+    # ---- TransformerLens's names for the same facts (see transformer.surface) ------------
     # Fixed facts about this architecture, in TL's terms.
     original_architecture: ClassVar[str] = "superpose.GPT"
-    n_key_value_heads: ClassVar[None] = None
     parallel_attn_mlp: ClassVar[bool] = False
     gated_mlp: ClassVar[bool] = False
     final_rms: ClassVar[bool] = False
     use_local_attn: ClassVar[bool] = False
     use_hook_tokens: ClassVar[bool] = False
-    use_attn_scale: ClassVar[bool] = True
     use_normalization_before_and_after: ClassVar[bool] = False
     ungroup_grouped_query_attention: ClassVar[bool] = False
     rotary_adjacent_pairs: ClassVar[bool] = False
@@ -141,11 +121,6 @@ class GPTConfig:
     model_name: ClassVar[str] = "superpose-gpt"
 
     @property
-    def normalization_type(self) -> str | None:
-        """TL's name: "LN" (learned w, b) for pre- and post-LN, None without LayerNorm."""
-        return None if self.norm == "none" else "LN"
-
-    @property
     def positional_embedding_type(self) -> str:
         """TL's name: "standard" (a table added to the embedding: learned or sinusoidal),
         "rotary", or "none"."""
@@ -153,21 +128,10 @@ class GPTConfig:
                                                                      self.positional)
 
     @property
-    def act_fn(self) -> str:
-        return self.act          # "gelu" is the exact (erf) GELU, as TL's "gelu"
-
-    @property
     def d_vocab_out(self) -> int:
         return self.d_vocab
-
-    @property
-    def eps(self) -> float:
-        return self.ln_eps
 
     @property
     def rotary_dim(self) -> int | None:
         return self.d_head if self.positional == "rotary" else None
 
-    @property
-    def attn_scale(self) -> float:
-        return math.sqrt(self.d_head)

@@ -67,7 +67,7 @@ from superpose import _memory
 from superpose import _validate as v
 from superpose.gpt.config import GPTConfig
 from superpose.hooks import FastHookPoint, is_hooked
-from superpose.transformer.base import HookedModel, HookSwitchError
+from superpose.transformer.base import HookedModel, HookSwitchError, check_tokens
 from superpose.transformer.parts import (
     MLP,
     Attention,
@@ -212,24 +212,7 @@ class GPT(Circuits, HookedModel):
 
     def check_tokens(self, tokens: Any) -> None:
         """Raise a ValueError naming the problem if `tokens` is not a valid [batch pos] input."""
-        cfg = self.cfg
-        if not isinstance(tokens, Tensor):
-            raise ValueError(f"tokens must be a torch.Tensor of token ids, got "
-                             f"{type(tokens).__name__}")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"tokens must hold integer token ids (torch.long), got dtype "
-                             f"{tokens.dtype}")
-        if tokens.ndim != 2 or tokens.numel() == 0:
-            raise ValueError(f"tokens must have shape [batch, pos] with batch, pos >= 1, got "
-                             f"{list(tokens.shape)}" + (" (use tokens[None] for a single "
-                                                         "sequence)" if tokens.ndim == 1 else ""))
-        if tokens.shape[1] > cfg.n_ctx:
-            raise ValueError(f"sequence length {tokens.shape[1]} exceeds the model's context "
-                             f"n_ctx={cfg.n_ctx}; crop to tokens[:, -{cfg.n_ctx}:] or split it")
-        lo, hi = (t.item() for t in torch.aminmax(tokens))
-        if lo < 0 or hi >= cfg.d_vocab:
-            raise ValueError(f"token ids must lie in [0, d_vocab={cfg.d_vocab}), got values in "
-                             f"[{lo}, {hi}]")
+        check_tokens("tokens", tokens, self.cfg.d_vocab, self.cfg.n_ctx)
 
     def forward(self, input: Any, return_type: str | None = "logits", *,
                 loss_per_token: bool = False, start_at_layer: int | None = None,

@@ -10,14 +10,28 @@ with cross-attention. Hook names are TransformerLens's (`HookedTransformer`, `Ho
     cache["decoder.0.cross_attn.hook_pattern"]            # [batch, head, tgt, src]
 """
 
-from superpose.transformer.base import HookSwitchError
-from superpose.transformer.config import EncoderConfig, Seq2SeqConfig
-from superpose.transformer.convert import from_hooked_encoder, to_hooked_encoder
-from superpose.transformer.encoder import Encoder, mlm_loss
-from superpose.transformer.parts import KVCache
-from superpose.transformer.seq2seq import Seq2Seq
-from superpose.transformer.training import TrainConfig, train_mlm, train_seq2seq
+from __future__ import annotations
 
-__all__ = ["Encoder", "EncoderConfig", "HookSwitchError", "KVCache", "Seq2Seq", "Seq2SeqConfig",
-           "TrainConfig", "from_hooked_encoder", "mlm_loss", "to_hooked_encoder", "train_mlm",
-           "train_seq2seq"]
+import importlib
+from typing import Any
+
+# Lazy exports: superpose.gpt builds on transformer.parts / base / surface, and
+# transformer.config reads superpose.gpt.config, so importing a submodule must not import them
+# all (that would be a cycle).
+_EXPORTS = {
+    "HookSwitchError": "base", "EncoderConfig": "config", "Seq2SeqConfig": "config",
+    "from_hooked_encoder": "convert", "to_hooked_encoder": "convert", "Encoder": "encoder",
+    "mlm_loss": "encoder", "KVCache": "parts", "Seq2Seq": "seq2seq", "TrainConfig": "training",
+    "train_mlm": "training", "train_seq2seq": "training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"superpose.transformer.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'superpose.transformer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

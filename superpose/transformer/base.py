@@ -21,8 +21,11 @@ class HookSwitchError(ValueError, AssertionError):
     HookedTransformer raises and what TL-style code catches."""
 
 
-def check_tokens(what: str, tokens: Any, d_vocab: int, n_ctx: int) -> None:
-    """Raise a ValueError naming the problem if `tokens` is not a valid [batch pos] input."""
+def check_tokens(what: str, tokens: Any, d_vocab: int, n_ctx: int, *,
+                 vocab_name: str = "d_vocab", ctx_name: str = "n_ctx") -> None:
+    """Raise a ValueError naming the problem if `tokens` is not a valid [batch pos] input of
+    ids below `d_vocab` and at most `n_ctx` long (the config fields `vocab_name`, `ctx_name`:
+    named in the messages)."""
     if not isinstance(tokens, Tensor):
         raise ValueError(f"{what} must be a torch.Tensor of token ids, got "
                          f"{type(tokens).__name__}")
@@ -35,10 +38,10 @@ def check_tokens(what: str, tokens: Any, d_vocab: int, n_ctx: int) -> None:
                                                      "sequence)" if tokens.ndim == 1 else ""))
     if tokens.shape[1] > n_ctx:
         raise ValueError(f"{what}: sequence length {tokens.shape[1]} exceeds the model's "
-                         f"context of {n_ctx} positions; crop or split it")
+                         f"context {ctx_name}={n_ctx}; crop to {what}[:, -{n_ctx}:] or split it")
     lo, hi = (t.item() for t in torch.aminmax(tokens))
     if lo < 0 or hi >= d_vocab:
-        raise ValueError(f"{what}: token ids must lie in [0, {d_vocab}) (the vocabulary), got "
+        raise ValueError(f"{what}: token ids must lie in [0, {vocab_name}={d_vocab}), got "
                          f"values in [{lo}, {hi}]")
 
 

@@ -7,15 +7,13 @@ frozen dataclass validated in `__post_init__`, with `d_head` and `d_mlp` resolve
 
 from __future__ import annotations
 
-import math
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
 from superpose import _validate as v
 from superpose.gpt.config import Act, GPTConfig, Norm, Positional
+from superpose.transformer.surface import TLConfigSurface
 
 _SHARED = {k: GPTConfig._constraints[k] for k in (
     "d_vocab", "n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "dropout",
@@ -28,36 +26,8 @@ def resolve_sizes(cfg: Any) -> None:
     GPTConfig.__post_init__(cfg)
 
 
-class _TLSurface:
-    """TransformerLens's runtime switches and vocabulary on a config (see GPTConfig): the
-    switches are set per model on its private copy, never saved."""
-
-    RUNTIME: ClassVar[tuple[str, ...]] = GPTConfig.RUNTIME
-    use_attn_result: ClassVar[bool] = False
-    use_split_qkv_input: ClassVar[bool] = False
-    use_attn_in: ClassVar[bool] = False
-    use_hook_mlp_in: ClassVar[bool] = False
-    device: ClassVar[Any] = None
-    dtype: ClassVar[torch.dtype] = torch.float32
-    n_key_value_heads: ClassVar[None] = None
-    use_attn_scale: ClassVar[bool] = True
+class _TLSurface(TLConfigSurface):
     attn_only: ClassVar[bool] = False       # read by ActivationCache.decompose_resid & co.
-
-    @property
-    def normalization_type(self) -> str | None:
-        return None if self.norm == "none" else "LN"   # type: ignore[attr-defined]
-
-    @property
-    def act_fn(self) -> str:
-        return self.act                                  # type: ignore[attr-defined]
-
-    @property
-    def eps(self) -> float:
-        return self.ln_eps                               # type: ignore[attr-defined]
-
-    @property
-    def attn_scale(self) -> float:
-        return math.sqrt(self.d_head)                    # type: ignore[attr-defined]
 
 
 @typing.no_type_check

@@ -236,7 +236,8 @@ class Encoder(Circuits, HookedModel):
             if token_type_ids.shape != tokens.shape:
                 raise ValueError(f"token_type_ids must have the tokens' shape "
                                  f"{list(tokens.shape)}, got {list(token_type_ids.shape)}")
-            check_tokens("token_type_ids", token_type_ids, cfg.n_token_types, cfg.n_ctx)
+            check_tokens("token_type_ids", token_type_ids, cfg.n_token_types, cfg.n_ctx,
+                         vocab_name="n_token_types")
         positions = positions_from_mask(mask, tokens.shape[1], device=tokens.device)
         x = self.hook_full_embed(self.embed(tokens, positions, token_type_ids))
         x = dropout(x, cfg.dropout, self.training)

@@ -158,7 +158,8 @@ class Seq2Seq(HookedModel):
         follow the cache's (no target padding then)."""
         cfg = self.cfg
         offset = 0 if cache is None else cache.length
-        check_tokens("tgt", tgt, cfg.vocab_tgt, cfg.n_ctx_tgt - offset)
+        check_tokens("tgt", tgt, cfg.vocab_tgt, cfg.n_ctx_tgt - offset, vocab_name="vocab_tgt",
+                     ctx_name="n_ctx_tgt" if not offset else "n_ctx_tgt - cached")
         tmask = check_mask("tgt_attention_mask", tgt_attention_mask, tgt)
         if cache is not None and tmask is not None:
             raise ValueError("decode with a KV cache takes no tgt_attention_mask (generation "
