@@ -40,6 +40,10 @@ STAGES: list[tuple[str, str]] = [
     ("encoder_mlm", "encoders: a BERT-shaped char MLM beats the unigram; padding never attended"),
     ("seq2seq_alignment", "encoders: seq2seq spells numbers; cross-attention follows the "
                           "digit-word alignment"),
+    ("sae_encoders", "encoders: SAEs on the MLM encoder's residual stream and on the seq2seq "
+                     "decoder's cross-attention output"),
+    ("encoder_vs_decoder", "tested: 'an encoder understands, a decoder generates' at equal size "
+                           "and data"),
 ]
 
 
