@@ -40,7 +40,7 @@ import string
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -65,10 +65,11 @@ Generator = torch.Generator | int | None
 PaddingSide = Literal["right", "left"]
 
 
-@dataclass(frozen=True)
-class Seq2SeqExample:
+class Seq2SeqExample(NamedTuple):
     """One pair, before specials and padding: `src_ids` / `tgt_ids` are base-tokenizer ids,
-    `alignment[t]` the source token indices (into `src_ids`) that target token t aligns to."""
+    `alignment[t]` the source token indices (into `src_ids`) that target token t aligns to.
+    (A NamedTuple, not a dataclass: tasks make one per example, and the test suite's runtime
+    type checker re-compiles a dataclass's checked `__init__` on every construction.)"""
 
     src: str
     tgt: str
@@ -289,12 +290,10 @@ def number_words(value: int) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ..
     digits = str(value)
     if value == 0:
         return ("zero",), ((0,),)
-    words: list[str] = []
-    align: list[tuple[int, ...]] = []
-
-    def say(word: str, *positions: int) -> None:
-        words.append(word)
-        align.append(positions)
+    # (word, digit positions) in order. No nested helper function: the test suite's runtime
+    # type checker would re-compile a checked copy of it on every call (tasks call this once
+    # per example).
+    said: list[tuple[str, tuple[int, ...]]] = []
 
     n_groups = (len(digits) + 2) // 3
     for scale in range(n_groups - 1, -1, -1):           # most significant group first
@@ -303,18 +302,17 @@ def number_words(value: int) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ..
         h, t, o = (int(digits[p]) if p is not None else 0 for p in pos)
         ph, pt, po = pos
         if h:
-            say(ONES[h], ph)
-            say("hundred", ph)
+            said += [(ONES[h], (ph,)), ("hundred", (ph,))]
         if t == 1:
-            say(TEENS[o], pt, po)
+            said.append((TEENS[o], (pt, po)))
         else:
             if t:
-                say(TENS[t], pt)
+                said.append((TENS[t], (pt,)))
             if o:
-                say(ONES[o], po)
+                said.append((ONES[o], (po,)))
         if scale and (h or t or o):
-            say(SCALES[scale], po)
-    return tuple(words), tuple(align)
+            said.append((SCALES[scale], (po,)))
+    return tuple(w for w, _ in said), tuple(a for _, a in said)
 
 
 def _longest_name(max_value: int) -> int:
