@@ -17,7 +17,9 @@ Two ways to cut a run into bursts:
 
 from __future__ import annotations
 
+import resource
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -188,3 +190,29 @@ class Unparked(_Steps):
 
     def tick(self) -> None:
         self.count += 1
+
+
+def _vm(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def peak_rss_growth(run: Callable[[], Any]) -> tuple[int, str]:
+    """Bytes the resident set grew by at its peak while `run()` ran, and how it was measured:
+    "VmHWM" (Linux: the peak counter is reset just before, so earlier peaks do not count) or
+    "ru_maxrss" (elsewhere: the process's lifetime peak, so call it in a fresh process)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                           # reset the peak-RSS (VmHWM) counter
+        before, peak = _vm("VmRSS"), lambda: _vm("VmHWM")
+        method = "VmHWM"
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale  # noqa: E731
+        method = "ru_maxrss"
+    run()
+    return peak() - before, method

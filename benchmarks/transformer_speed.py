@@ -66,7 +66,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -400,14 +399,6 @@ def n_trainable(c: Contender, b: dict[str, Tensor]) -> int:
 
 # ---------------------------------------------------------------- CPU memory (child process)
 
-def _vm(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def memory_child(workload: str, name: str) -> None:
     """MEMORY_STEPS steps of one contender in this fresh process; print its peak RSS growth as
     JSON. Both models are built (the torch one is ported from ours), the other is dropped, so
@@ -419,18 +410,8 @@ def memory_child(workload: str, name: str) -> None:
     (c,) = [c for c in pair if c.name == name]
     del pair
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")                           # reset the peak-RSS (VmHWM) counter
-        before, peak = _vm("VmRSS"), lambda: _vm("VmHWM")
-        method = "VmHWM"
-    except OSError:
-        scale = 1 if sys.platform == "darwin" else 1024
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale  # noqa: E731
-        method = "ru_maxrss"
-    c.burst(batches, MEMORY_STEPS)
-    print(json.dumps({"name": name, "delta": peak() - before, "method": method}))
+    delta, method = bursts.peak_rss_growth(lambda: c.burst(batches, MEMORY_STEPS))
+    print(json.dumps({"name": name, "delta": delta, "method": method}))
 
 
 def cpu_memory(workload: str, threads: int) -> dict[str, int]:
