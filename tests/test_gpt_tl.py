@@ -127,8 +127,8 @@ def test_forward_keywords():
     # catches: GPT.forward mishandling TL's keywords: a loss unlike m.loss, loss_per_token not
     # [batch pos-1] or not averaging to the loss, 'both' not (logits, loss), return_type=None
     # returning logits, stop_at_layer / start_at_layer not splitting at blocks.1.hook_resid_pre; or
-    # an unknown return_type or keyword, past_kv_cache, attention_mask, or token ids passed as the
-    # residual stream with start_at_layer silently accepted instead of raising.
+    # an unknown return_type or keyword, past_kv_cache, a misshapen attention_mask, or token ids
+    # passed as the residual stream with start_at_layer silently accepted instead of raising.
     m = make()
     t = toks()
     logits = m(t)
@@ -152,8 +152,11 @@ def test_forward_keywords():
         m(t, bogus=None)
     with pytest.raises(ValueError, match="past_kv_cache is not supported"):
         m(t, past_kv_cache=object())
-    with pytest.raises(ValueError, match="attention_mask is not supported"):
-        m(t, attention_mask=torch.ones_like(t))
+    ones = torch.ones_like(t)                  # a mask of real tokens changes nothing
+    torch.testing.assert_close(m(t, attention_mask=ones), logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m(t, "loss", attention_mask=ones), loss, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attention_mask must have the tokens' shape"):
+        m(t, attention_mask=ones[:, :-1])
     with pytest.raises(ValueError, match=r"residual stream \[batch, pos, d_model=16\]"):
         m(t, start_at_layer=1)
 

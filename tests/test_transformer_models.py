@@ -254,8 +254,38 @@ def test_gpt_never_sees_the_future(norm, positional):
     torch.testing.assert_close(logits[:, :6], logits2[:, :6], **TOL)
     assert_same_cache(cache, cache2, lambda n, t: at_real(n, t, early))
     assert not torch.allclose(logits[:, 6:], logits2[:, 6:], **TOL)
-    with pytest.raises(ValueError, match="attention_mask is not supported"):
-        model(tokens, attention_mask=torch.ones_like(tokens))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("positional", POSITIONALS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_gpt_padding_never_leaks(norm, positional, side):
+    """The GPT with an attention_mask: padded ids change nothing at real positions, a padded row
+    equals the row alone, and the loss counts only real predictions."""
+    model = gpt.GPT(GPTConfig(d_vocab=V_SRC, n_layers=2, d_model=32, n_heads=4, n_ctx=12,
+                              norm=norm, positional=positional, init_std=0.3), device="cpu")
+    model.eval()
+    tokens = ids((2, 10), V_SRC, 21)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    if side == "left":
+        mask[1, :4] = False
+    else:
+        mask[1, 6:] = False
+    logits, cache = model.run_with_cache(tokens, attention_mask=mask)
+    other = tokens.clone()
+    other[~mask] = (other[~mask] + 3) % V_SRC
+    logits2, cache2 = model.run_with_cache(other, attention_mask=mask)
+    torch.testing.assert_close(logits[mask], logits2[mask], **TOL)
+    assert_same_cache(cache, cache2, lambda n, t: at_real(n, t, mask))
+    real = tokens[1][mask[1]][None]
+    torch.testing.assert_close(model(real)[0], logits[1][mask[1]], atol=2e-5, rtol=1e-4)
+    loss_alone = model(real, "loss")
+    per = model(tokens, "loss", attention_mask=mask, loss_per_token=True)
+    counted = mask[:, :-1] & mask[:, 1:]
+    assert (per[~counted] == 0).all()
+    torch.testing.assert_close(per[1][counted[1]].mean(), loss_alone, atol=2e-5, rtol=1e-4)
+    two = torch.cat([real, real])              # an all-real 0/1 mask changes nothing
+    torch.testing.assert_close(model(two), model(two, attention_mask=torch.ones_like(two)), **TOL)
 
 
 # ---- 2. fused attention vs the explicit (hooked) path ----------------------------------------

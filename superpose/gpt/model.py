@@ -67,7 +67,7 @@ from superpose import _memory
 from superpose import _validate as v
 from superpose.gpt.config import GPTConfig
 from superpose.hooks import FastHookPoint, is_hooked
-from superpose.transformer.base import HookedModel, HookSwitchError, check_tokens
+from superpose.transformer.base import HookedModel, HookSwitchError, check_mask, check_tokens
 from superpose.transformer.parts import (
     MLP,
     Attention,
@@ -76,6 +76,7 @@ from superpose.transformer.parts import (
     LayerNorm,
     dropout,
     init_weights,
+    positions_from_mask,
     rotary_tables,
     sinusoidal_table,
 )
@@ -229,6 +230,11 @@ class GPT(Circuits, HookedModel):
           negative counts from the end), no ln_final or unembed.
         start_at_layer: `input` is the residual stream [batch pos d_model] entering that block;
           pass `tokens` too for a loss.
+        attention_mask: [batch pos], True (or 1) at real tokens, False (or 0) at padding, left or
+          right (TransformerLens's and HuggingFace's convention). Padded keys get probability 0,
+          positions count real tokens (a left-padded row gives the outputs of the unpadded one
+          at its real tokens), and the loss counts a prediction only when the token it reads
+          and the one it predicts are real (loss_per_token: 0 elsewhere).
         """
         cfg = self.cfg
         for name, value in tl_kwargs.items():
@@ -237,9 +243,6 @@ class GPT(Circuits, HookedModel):
             if value is not None:
                 raise ValueError(f"GPT.forward: {name} is not supported (this GPT runs unpadded "
                                  f"batches without a KV cache); pass {name}=None")
-        if attention_mask is not None:
-            raise ValueError("GPT.forward: attention_mask is not supported: this GPT runs "
-                             "unpadded batches of equal length; split the batch by length")
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be one of 'logits', 'loss', 'both' or None, got "
                              f"{return_type!r}")
@@ -249,13 +252,17 @@ class GPT(Circuits, HookedModel):
                 input = self.to_tokens(input, prepend_bos=prepend_bos)
             tokens = input
             self.check_tokens(tokens)
+            mask = check_mask("attention_mask", attention_mask, tokens)
             b, p = tokens.shape
             x = self.hook_embed(F.embedding(tokens, self.W_E))
             if cfg.positional in ("learned", "sinusoidal"):
-                pos = self.W_pos[:p].expand(b, p, cfg.d_model)
-                if is_hooked(self.hook_pos_embed):   # a cached copy must not alias the weight
-                    pos = self.hook_pos_embed(pos.clone())
-                x = x + pos
+                if mask is None:
+                    pos = self.W_pos[:p].expand(b, p, cfg.d_model)
+                    if is_hooked(self.hook_pos_embed):   # a cached copy must not alias W_pos
+                        pos = pos.clone()
+                else:                                     # positions count real tokens
+                    pos = self.W_pos[positions_from_mask(mask, p)]
+                x = x + self.hook_pos_embed(pos)
             x = dropout(x, cfg.dropout, self.training)
         else:
             x = input
@@ -265,12 +272,15 @@ class GPT(Circuits, HookedModel):
                                  f"{list(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
             if tokens is not None:
                 self.check_tokens(tokens)
+            mask = check_mask("attention_mask", attention_mask, x[..., 0])
+        rot = (positions_from_mask(mask, x.shape[1])
+               if mask is not None and cfg.positional == "rotary" else None)
         blocks = self.blocks
         if start_at_layer is not None or stop_at_layer is not None:
             # A list slice: slicing the ModuleList itself would build a new Module each call.
             blocks = list(blocks)[start_at_layer:stop_at_layer]
         for block in blocks:
-            x = block(x)
+            x = block(x) if mask is None else block(x, key_mask=mask, positions=rot)
         if stop_at_layer is not None:
             return x
         if cfg.norm == "pre":
@@ -286,8 +296,14 @@ class GPT(Circuits, HookedModel):
             return None
         if tokens is None:
             raise ValueError("a loss needs the tokens: pass tokens=... with start_at_layer")
-        loss = (next_token_loss(logits, tokens) if not loss_per_token
-                else per_token_loss(logits, tokens))
+        if mask is None:
+            loss = (next_token_loss(logits, tokens) if not loss_per_token
+                    else per_token_loss(logits, tokens))
+        else:      # a prediction counts when the token it reads and the one it predicts are real
+            counted = (mask[:, :-1] & mask[:, 1:]).to(logits.dtype)
+            loss = per_token_loss(logits, tokens) * counted
+            if not loss_per_token:
+                loss = loss.sum() / counted.sum().clamp(min=1)
         return loss if return_type == "loss" else (logits, loss)
 
     def loss(self, tokens: Int[Tensor, "batch pos"], *,

@@ -329,3 +329,26 @@ def test_forward_keywords_as_hooked_transformer(kw):
         torch.testing.assert_close(x, y, **TOL)
     resid = m(t, stop_at_layer=1)
     torch.testing.assert_close(m(resid, start_at_layer=1), ht(resid, start_at_layer=1), **TOL)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("positional", ["learned", "rotary"])
+def test_padded_batches_match_hooked_transformer(side, positional):
+    # catches: our attention_mask differing from TL's on a padded batch: positions of a
+    # left-padded row (TL offsets them by the padding), padded keys, or which predictions the
+    # loss counts.
+    m = random_gpt(positional=positional).eval()
+    ht = to_hooked_transformer(m)
+    t = tokens()
+    mask = torch.ones_like(t)
+    if side == "left":
+        mask[1, :5], mask[2, :2] = 0, 0
+    else:
+        mask[1, -5:], mask[2, -2:] = 0, 0
+    real = mask.bool()
+    ours = m(t, attention_mask=mask)
+    theirs = ht(t, attention_mask=mask, padding_side=side)
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m(t, "loss", attention_mask=mask),
+                               ht(t, "loss", attention_mask=mask, padding_side=side),
+                               atol=1e-5, rtol=1e-5)
