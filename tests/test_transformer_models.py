@@ -241,7 +241,7 @@ def test_seq2seq_decoder_never_sees_the_future(norm, positional, side):
 @pytest.mark.parametrize("positional", POSITIONALS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_gpt_never_sees_the_future(norm, positional):
-    """The GPT's causal decoder (no attention_mask: it runs unpadded batches)."""
+    """The GPT's causal decoder: later tokens change nothing before them."""
     model = gpt.GPT(GPTConfig(d_vocab=V_SRC, n_layers=2, d_model=32, n_heads=4, n_ctx=12,
                               norm=norm, positional=positional, init_std=0.3), device="cpu")
     model.eval()

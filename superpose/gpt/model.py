@@ -240,9 +240,13 @@ class GPT(Circuits, HookedModel):
         for name, value in tl_kwargs.items():
             if name not in ("padding_side", "shortformer_pos_embed", "past_kv_cache"):
                 raise TypeError(f"GPT.forward() got an unexpected keyword argument {name!r}")
-            if value is not None:
-                raise ValueError(f"GPT.forward: {name} is not supported (this GPT runs unpadded "
-                                 f"batches without a KV cache); pass {name}=None")
+            if name == "padding_side":       # the attention_mask says where padding is
+                if value not in (None, "left", "right"):
+                    raise ValueError(f"padding_side must be 'left', 'right' or None, got "
+                                     f"{value!r}")
+            elif value is not None:
+                raise ValueError(f"GPT.forward: {name} is not supported (this GPT has no KV "
+                                 f"cache or shortformer positions); pass {name}=None")
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be one of 'logits', 'loss', 'both' or None, got "
                              f"{return_type!r}")
@@ -386,8 +390,9 @@ class GPT(Circuits, HookedModel):
         texts = [input] if isinstance(input, str) else list(input)
         ids = [tok.encode(t) for t in texts]
         if len({len(i) for i in ids}) > 1:
-            raise ValueError(f"texts encode to different lengths {[len(i) for i in ids]}; this "
-                             f"GPT runs unpadded batches: tokenize them one at a time")
+            raise ValueError(f"texts encode to different lengths {[len(i) for i in ids]}; "
+                             "tokenize them one at a time, or pad them and pass attention_mask "
+                             "(transformer.data.pad_sequences)")
         return torch.stack(ids).to(self.device)
 
     def to_string(self, tokens: Any) -> str | list[str]:
