@@ -216,3 +216,25 @@ def peak_rss_growth(run: Callable[[], Any]) -> tuple[int, str]:
         method = "ru_maxrss"
     run()
     return peak() - before, method
+
+
+def saved_activation_bytes(model: Any, loss: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves for backward in one step of `model` (`loss()` runs
+    its forward and returns the loss), parameters excluded, counted once per storage: the
+    activation memory a training step holds at its peak. Gradients are cleared afterwards."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: Any) -> Any:
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        out = loss()
+    out.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())

@@ -238,26 +238,6 @@ def val_loss(model: nn.Module, val: gpt.TokenDataset, device: torch.device) -> f
     return total / n
 
 
-def saved_activation_bytes(c: Contender, x: Tensor, y: Tensor) -> int:
-    """Bytes of the tensors autograd saves for backward in one step, parameters excluded
-    (counted once per storage): the activation memory a training step holds at its peak."""
-    params = {p.untyped_storage().data_ptr() for p in c.model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = c.model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-    loss.backward()
-    c.model.zero_grad(set_to_none=True)
-    return sum(seen.values())
-
-
 # ---------------------------------------------------------------- data and models
 
 def build(device: torch.device, steps: int, d_vocab: int | None = None
@@ -365,7 +345,9 @@ def main() -> None:
 
     losses = {c.name: val_loss(c.model, val, device) for c in contenders}
     x, y = batches[0]
-    saved = {c.name: saved_activation_bytes(c, x, y) for c in contenders}
+    saved = {c.name: bursts.saved_activation_bytes(
+        c.model, lambda c=c: F.cross_entropy(c.model(x).flatten(0, 1), y.flatten()))
+        for c in contenders}
     if device.type == "cuda":
         mem = {c.name: (max(c.peak), "CUDA peak allocated above resident") for c in contenders}
     else:

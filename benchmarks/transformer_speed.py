@@ -370,25 +370,6 @@ def eval_loss(c: Contender, batches: list[dict[str, Tensor]]) -> float:
     return statistics.fmean(float(loss_of(c.name, c.w, c.model, b)) for b in batches)
 
 
-def saved_activation_bytes(c: Contender, b: dict[str, Tensor]) -> int:
-    """Bytes of the tensors autograd saves for backward in one step, parameters excluded
-    (counted once per storage)."""
-    params = {p.untyped_storage().data_ptr() for p in c.model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        s = t.untyped_storage()
-        if s.data_ptr() not in params:
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_of(c.name, c.w, c.model, b)
-    loss.backward()
-    c.model.zero_grad(set_to_none=True)
-    return sum(seen.values())
-
-
 def n_trainable(c: Contender, b: dict[str, Tensor]) -> int:
     """Parameters that get a gradient from the loss (our Encoder's pooler gets none)."""
     loss_of(c.name, c.w, c.model, b).backward()
@@ -480,7 +461,8 @@ def run_workload(w: Workload, steps: int, burst: int, threads: int, memory: bool
     wall = time.perf_counter() - t_start
     assert ours.count == ref.count == steps
 
-    saved = {c.name: saved_activation_bytes(c, batches[0]) for c in (ours, ref)}
+    saved = {c.name: bursts.saved_activation_bytes(
+        c.model, lambda c=c: loss_of(c.name, c.w, c.model, batches[0])) for c in (ours, ref)}
     evals = {c.name: eval_loss(c, held_out) for c in (ours, ref)}
     mem = cpu_memory(w.name, threads) if memory else {}
     mib = 2.0 ** 20
