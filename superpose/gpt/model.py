@@ -55,7 +55,6 @@ measurable (benchmarks/gpt_speed.py).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -166,12 +165,7 @@ class GPT(Circuits, HookedModel):
     def __init__(self, cfg: GPTConfig, *, device: torch.device | str | None = None,
                  tokenizer: Any = None) -> None:
         super().__init__()
-        if not isinstance(cfg, GPTConfig):
-            raise TypeError(f"GPT takes a GPTConfig, got {type(cfg).__name__}")
-        # A private copy: TL's runtime switches (set_use_attn_result, ...) and the device are
-        # set on it, and must not leak into another model built from the same config.
-        cfg = dataclasses.replace(cfg)
-        self.cfg = cfg
+        cfg = self._own_config(cfg)
         self.tokenizer = tokenizer
         dev = v.resolve_device(device)
         check_memory(cfg, dev)

@@ -4,6 +4,7 @@ runtime switches (set_use_attn_result & co.), hook-name checks, `run_with_cache`
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,17 @@ class HookedModel(CheckedHookNames, HookedRootModule):
     `CONFIG` (its config class) and owns a private copy of its config as `self.cfg`."""
 
     CONFIG: type
+
+    def _own_config(self, cfg: Any) -> Any:
+        """Check that `cfg` is this model's config class and keep a private copy as `self.cfg`:
+        TL's runtime switches (set_use_attn_result, ...) and the device are set on it, and must
+        not leak into another model built from the same config."""
+        if not isinstance(cfg, self.CONFIG):
+            name = self.CONFIG.__name__
+            raise TypeError(f"{type(self).__name__} takes {'an' if name[0] in 'AEIOU' else 'a'} "
+                            f"{name}, got {type(cfg).__name__}")
+        self.cfg = dataclasses.replace(cfg)
+        return self.cfg
 
     _SWITCHED = (("attn.hook_result", "use_attn_result", "set_use_attn_result"),
                  ("hook_q_input", "use_split_qkv_input", "set_use_split_qkv_input"),

@@ -23,7 +23,6 @@ pooled output reads the first real token ([CLS]), wherever padding puts it.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -159,10 +158,7 @@ class Encoder(Circuits, HookedModel):
     def __init__(self, cfg: EncoderConfig, *, device: torch.device | str | None = None,
                  tokenizer: Any = None) -> None:
         super().__init__()
-        if not isinstance(cfg, EncoderConfig):
-            raise TypeError(f"Encoder takes an EncoderConfig, got {type(cfg).__name__}")
-        cfg = dataclasses.replace(cfg)          # a private copy for the runtime switches
-        self.cfg = cfg
+        cfg = self._own_config(cfg)
         self.tokenizer = tokenizer
         dev = v.resolve_device(device)
         self.embed = Embed(cfg)

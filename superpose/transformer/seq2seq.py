@@ -33,7 +33,6 @@ recomputing the whole prefix at every step (tested).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -66,10 +65,7 @@ class Seq2Seq(HookedModel):
     def __init__(self, cfg: Seq2SeqConfig, *, device: torch.device | str | None = None
                  ) -> None:
         super().__init__()
-        if not isinstance(cfg, Seq2SeqConfig):
-            raise TypeError(f"Seq2Seq takes a Seq2SeqConfig, got {type(cfg).__name__}")
-        cfg = dataclasses.replace(cfg)
-        self.cfg = cfg
+        cfg = self._own_config(cfg)
         dev = v.resolve_device(device)
         d = cfg.d_model
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, d))
