@@ -71,6 +71,23 @@ def some_time_after(event: Callable[[], bool], rng: random.Random, max_delay: fl
     return condition
 
 
+def kill_at_checkpoint_moments(code: str, out: Path, *args: object, rng: random.Random,
+                               max_delay: float) -> list[str]:
+    """Start the checkpointing child `code` (run with `out, *args`) three times and SIGKILL it:
+    while it writes a checkpoint (a `.tmp-*` in `out`), at a random moment 0..`max_delay` s
+    after its first `checkpoint-*`, and while it writes one again. Returns the names of the
+    moments a kill landed on (a child that ended first is not one); every start resumes from
+    what the previous kill left."""
+    moments = [
+        ("writing a checkpoint", lambda: any(out.glob(".tmp-*"))),
+        ("at a random moment",
+         some_time_after(lambda: any(out.glob("checkpoint-*")), rng, max_delay)),
+        ("writing a checkpoint again", lambda: any(out.glob(".tmp-*"))),
+    ]
+    return [what for what, condition in moments
+            if kill_when(start(code, out, *args), condition)]
+
+
 def kill_after(proc: subprocess.Popen, seconds: float, *, timeout: float = 120.0) -> bool:
     """SIGKILL `proc` `seconds` after now (unless it ends first); see `kill_when`."""
     at = time.monotonic() + seconds

@@ -40,21 +40,10 @@ def test_gpt_killed_anywhere_resumes_bit_identically(tmp_path):
     killing.run(CHILD, ref_out, 0, tmp_path / "ref.safetensors")
     reference = _states(tmp_path / "ref.safetensors")
 
-    rng = random.Random(13)
-
-    moments = [
-        ("writing a checkpoint", lambda: any(out.glob(".tmp-*"))),
-        ("at a random moment",
-         killing.some_time_after(lambda: any(out.glob("checkpoint-*")), rng, 0.3)),
-        ("writing a checkpoint again", lambda: any(out.glob(".tmp-*"))),
-    ]
-    kills = []
-    for what, condition in moments:
-        proc = killing.start(CHILD, out, 1, tmp_path / "run.safetensors")
-        if killing.kill_when(proc, condition):
-            kills.append(what)
+    kills = killing.kill_at_checkpoint_moments(CHILD, out, 1, tmp_path / "run.safetensors",
+                                               rng=random.Random(13), max_delay=0.3)
     assert len(kills) >= 2, f"killed only {kills}: make the child train longer"
-    assert not (tmp_path / "run.safetensors").exists() or moments[-1][0] not in kills
+    assert not (tmp_path / "run.safetensors").exists() or "writing a checkpoint again" not in kills
     resumed_from = killing.run(CHILD, out, 1, tmp_path / "run.safetensors").strip()
     assert resumed_from != "None"                 # it really continued from a checkpoint
     got = _states(tmp_path / "run.safetensors")

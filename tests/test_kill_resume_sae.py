@@ -43,19 +43,8 @@ def test_sae_training_killed_anywhere_resumes_bit_identically(tmp_path):
     ref_hist = _history(ref_out)
     assert sum(ref_hist["resampled"]) > 0          # resampling happened: the case is not vacuous
 
-    rng = random.Random(13)
-
-    moments = [
-        ("writing a checkpoint", lambda: any(out.glob(".tmp-*"))),
-        ("at a random moment",
-         killing.some_time_after(lambda: any(out.glob("checkpoint-*")), rng, 0.2)),
-        ("writing a checkpoint again", lambda: any(out.glob(".tmp-*"))),
-    ]
-    kills = []
-    for what, condition in moments:
-        proc = killing.start(CHILD, out, 1, tmp_path / "run.safetensors")
-        if killing.kill_when(proc, condition):
-            kills.append(what)
+    kills = killing.kill_at_checkpoint_moments(CHILD, out, 1, tmp_path / "run.safetensors",
+                                               rng=random.Random(13), max_delay=0.2)
     assert len(kills) >= 2, f"killed only {kills}: make the child train longer"
     resumed_from = killing.run(CHILD, out, 1, tmp_path / "run.safetensors").strip()
     assert resumed_from != "None"                 # it really continued from a checkpoint
