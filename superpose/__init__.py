@@ -1,6 +1,6 @@
 """superpose: a lab toolkit for interpretability and superposition research.
 
-    from superpose import toy, gpt, transformer, sae, packing, jl, geometry, plot
+    from superpose import toy, gpt, transformer, lora, sae, diffing, packing, jl, geometry, plot
     from superpose.activations import ActivationStore
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 # `plot` pulls in matplotlib; load it (and any other heavy part) on first use.
-_LAZY = {"activations", "geometry", "gpt", "jl", "packing", "plot", "runs", "sae", "toy",
-         "transformer"}
+_LAZY = {"activations", "diffing", "geometry", "gpt", "jl", "lora", "packing", "plot", "runs",
+         "sae", "toy", "transformer"}
 
 __all__ = sorted(_LAZY | {"memory_limit", "MemoryEstimateError"})
 

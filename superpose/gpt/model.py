@@ -132,6 +132,8 @@ class Unembed(nn.Module):
     around `x @ W_U + b_U`. The weights stay the model's own `W_U` / `b_U` (read through a
     back-reference, so this module has no parameters and the state dict is unchanged)."""
 
+    _lora: dict[str, Any] = {}   # an unmerged LoRA adapter on W_U (superpose.lora)
+
     def __init__(self, model: GPT) -> None:
         super().__init__()
         object.__setattr__(self, "_model", model)   # not a submodule: no cycle in modules()
@@ -148,7 +150,12 @@ class Unembed(nn.Module):
 
     def forward(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_vocab"]:
         x = self.hook_in(x)
-        return self.hook_out(F.linear(x, self._model.W_U.T, self._model.b_U))
+        return self.hook_out(self.logits(x))
+
+    def logits(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self._model.W_U.T, self._model.b_U)
+        lo = self._lora.get("W_U") if self._lora else None
+        return out if lo is None else out + lo(x)
 
 
 class GPT(Circuits, HookedModel):
@@ -161,6 +168,7 @@ class GPT(Circuits, HookedModel):
     """
 
     CONFIG = GPTConfig
+    _lora: dict[str, Any] = {}   # unmerged LoRA adapters on W_E / W_pos (superpose.lora)
 
     def __init__(self, cfg: GPTConfig, *, device: torch.device | str | None = None,
                  tokenizer: Any = None) -> None:
@@ -252,7 +260,11 @@ class GPT(Circuits, HookedModel):
             self.check_tokens(tokens)
             mask = check_mask("attention_mask", attention_mask, tokens)
             b, p = tokens.shape
-            x = self.hook_embed(F.embedding(tokens, self.W_E))
+            x = F.embedding(tokens, self.W_E)
+            lo = self._lora
+            if lo and "W_E" in lo:
+                x = x + lo["W_E"](tokens)
+            x = self.hook_embed(x)
             if cfg.positional in ("learned", "sinusoidal"):
                 if mask is None:
                     pos = self.W_pos[:p].expand(b, p, cfg.d_model)
@@ -260,6 +272,10 @@ class GPT(Circuits, HookedModel):
                         pos = pos.clone()
                 else:                                     # positions count real tokens
                     pos = self.W_pos[positions_from_mask(mask, p)]
+                if lo and "W_pos" in lo:
+                    ids = (positions_from_mask(mask, p, device=tokens.device) if mask is not None
+                           else torch.arange(p, device=tokens.device)[None])
+                    pos = pos + lo["W_pos"](ids)
                 x = x + self.hook_pos_embed(pos)
             x = dropout(x, cfg.dropout, self.training)
         else:
@@ -286,6 +302,8 @@ class GPT(Circuits, HookedModel):
         un = self.unembed
         if is_hooked(un.hook_in) or is_hooked(un.hook_out):
             logits = un(x)
+        elif un._lora:
+            logits = un.logits(x)
         else:                  # no module call on the training path
             logits = F.linear(x, self.W_U.T, self.b_U)
         if return_type == "logits":

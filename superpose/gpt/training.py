@@ -66,7 +66,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from superpose import _deprecation as deprecation
-from superpose import _progress
+from superpose import _progress, lora
 from superpose import _validate as v
 from superpose.gpt import distributed as dist_
 from superpose.gpt.corpus import TokenDataset
@@ -370,6 +370,7 @@ def train(model: nn.Module, data: TokenDataset | Iterable[tuple[Tensor, Tensor]]
     cfg = v.replace_config(cfg if cfg is not None else GPTTrainConfig(), overrides)
     if not isinstance(model, nn.Module):
         raise TypeError(f"train takes an nn.Module, got {type(model).__name__}")
+    lora.check_trainable(model)          # merged adapters would get no gradient
     world = dist_.current()
     if cfg.batch_size % (cfg.grad_accum * world.world_size):
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by grad_accum "

@@ -156,7 +156,10 @@ class KVCache:
 class Attention(Circuits, nn.Module):
     """Multi-head attention. `causal`: a query sees keys at or before its position.
     `cross`: queries from the stream, keys and values from another sequence (the encoder's
-    output), no rotary positions."""
+    output), no rotary positions. LoRA adapters (`superpose.lora`) on W_Q/W_K/W_V/W_O add
+    their low-rank term after each projection."""
+
+    _lora: dict[str, Any] = {}   # unmerged adapters by weight name (superpose.lora sets it)
 
     def __init__(self, cfg: Any, *, causal: bool, cross: bool = False) -> None:
         super().__init__()
@@ -207,7 +210,14 @@ class Attention(Circuits, nn.Module):
 
     def _project(self, x: Tensor, i: int) -> Tensor:
         """Per-head input [batch pos head d_model] through head i of q|k|v (TL's split path)."""
-        return torch.einsum("bphd,hed->bphe", x, self.W_QKV[i]) + self.b_QKV[i]
+        out = torch.einsum("bphd,hed->bphe", x, self.W_QKV[i]) + self.b_QKV[i]
+        lo = self._lora.get(("W_Q", "W_K", "W_V")[i])
+        return out if lo is None else out + lo.heads_in(x)
+
+    def _adapt(self, t: Tensor, name: str, x: Tensor) -> Tensor:
+        """t [batch pos head d_head] plus the LoRA term of weight `name` on input x, if any."""
+        lo = self._lora.get(name)
+        return t if lo is None else t + lo(x).view(t.shape)
 
     def _qkv(self, query_input: Tensor, key_input: Tensor | None, value_input: Tensor | None,
              context: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -216,16 +226,23 @@ class Attention(Circuits, nn.Module):
         if self.cross:
             q = F.linear(query_input, self.W_QKV[0].reshape(-1, cfg.d_model),
                          self.b_QKV[0].reshape(-1)).view(b, p, cfg.n_heads, cfg.d_head)
+            if self._lora:
+                q = self._adapt(q, "W_Q", query_input)
             if context is None:
                 return q, None, None
             s = context.shape[1]
             kv = F.linear(context, self.W_QKV[1:].reshape(-1, cfg.d_model),
                           self.b_QKV[1:].reshape(-1))
             k, val = kv.view(b, s, 2, cfg.n_heads, cfg.d_head).unbind(2)
+            if self._lora:
+                k, val = self._adapt(k, "W_K", context), self._adapt(val, "W_V", context)
             return q, k, val
         if key_input is None:
             qkv = F.linear(query_input, self.W_QKV.view(-1, cfg.d_model), self.b_QKV.view(-1))
             q, k, val = qkv.view(b, p, 3, cfg.n_heads, cfg.d_head).unbind(2)
+            if self._lora:
+                q, k, val = (self._adapt(t, name, query_input)
+                             for t, name in ((q, "W_Q"), (k, "W_K"), (val, "W_V")))
             return q, k, val
         q, k, val = (self._project(x, i) for i, x in
                      enumerate((query_input, key_input, value_input)))
@@ -289,10 +306,15 @@ class Attention(Circuits, nn.Module):
         else:
             z = F.scaled_dot_product_attention(q, k, val, attn_mask=allowed, dropout_p=p_drop)
         z = self.hook_z(z.transpose(1, 2))
+        lo = self._lora.get("W_O") if self._lora else None
         if cfg.use_attn_result:
-            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
-            return result.sum(-2) + self.b_O
-        return F.linear(z.reshape(b, p, -1), self.W_O.view(-1, cfg.d_model).T, self.b_O)
+            result = torch.einsum("bphe,hed->bphd", z, self.W_O)
+            if lo is not None:
+                result = result + lo.heads_out(z)
+            return self.hook_result(result).sum(-2) + self.b_O
+        z = z.reshape(b, p, -1)
+        out = F.linear(z, self.W_O.view(-1, cfg.d_model).T, self.b_O)
+        return out if lo is None else out + lo(z)
 
     def _allowed(self, n_q: int, n_k: int, n_past: int, key_mask: Tensor | None,
                  device: torch.device) -> Tensor | bool | None:
@@ -311,6 +333,8 @@ class Attention(Circuits, nn.Module):
 
 
 class MLP(nn.Module):
+    _lora: dict[str, Any] = {}   # unmerged LoRA adapters on W_in / W_out (superpose.lora)
+
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))   # TL layout
@@ -322,9 +346,13 @@ class MLP(nn.Module):
         self.hook_post = FastHookPoint()  # [batch pos d_mlp]
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(F.linear(x, self.W_in.T, self.b_in))
-        post = self.hook_post(self.act(pre))
-        return F.linear(post, self.W_out.T, self.b_out)
+        lo = self._lora
+        pre = F.linear(x, self.W_in.T, self.b_in)
+        if lo and "W_in" in lo:
+            pre = pre + lo["W_in"](x)
+        post = self.hook_post(self.act(self.hook_pre(pre)))
+        out = F.linear(post, self.W_out.T, self.b_out)
+        return out + lo["W_out"](post) if lo and "W_out" in lo else out
 
 
 class Block(nn.Module):

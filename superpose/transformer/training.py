@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from superpose import _progress
+from superpose import _progress, lora
 from superpose import _validate as v
 from superpose.train import optim, schedule
 from superpose.train.result import History, TrainResult, check_loss_finite
@@ -70,10 +70,15 @@ def _fit(model: nn.Module, cfg: TrainConfig, step_loss: Callable[[int], tuple[Te
          history: History, progress: bool, desc: str) -> TrainResult:
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"config must be a transformer.TrainConfig, got {type(cfg).__name__}")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = optim.adam([{"params": decay, "weight_decay": cfg.weight_decay},
-                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    lora.check_trainable(model)          # merged adapters would get no gradient
+    trainable = [p for p in model.parameters() if p.requires_grad]   # LoRA: the adapters only
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    opt = optim.adam([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
     model.train()
     start = time.perf_counter()
     bar = _progress.bar(range(cfg.steps), progress=progress, desc=desc)
