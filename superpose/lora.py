@@ -56,6 +56,7 @@ import fnmatch
 import hashlib
 import json
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,15 +105,17 @@ class LoRA(nn.Module):
         return (f"d_in={self.d_in}, d_out={self.d_out}, rank={self.rank}, alpha={self.alpha:g}, "
                 f"dropout={self.dropout:g}" + (", merged" if self.merged else ""))
 
-    def act(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch rank"]:
-        """x Aᵀ after the adapter's dropout (ids for an embedding adapter)."""
+    def act(self, x: Tensor) -> Tensor:
+        """x [*batch d_in] -> x Aᵀ [*batch rank] after the adapter's dropout (for an embedding
+        adapter x holds ids [*batch] and this is a row lookup)."""
         if self.embedding:
             return self.hook_act(F.embedding(x, self.A.T))
         if self.dropout > 0 and self.training:
             x = F.dropout(x, self.dropout, True)
         return self.hook_act(F.linear(x, self.A))
 
-    def forward(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+    def forward(self, x: Tensor) -> Tensor:
+        """[*batch d_in] (or ids [*batch]) -> scale · B A x [*batch d_out]."""
         return F.linear(self.act(x), self.B) * self.scale
 
     def heads_in(self, x: Float[Tensor, "batch pos head d_model"]
@@ -298,7 +301,8 @@ def _refresh(owner: nn.Module) -> None:
 
 
 def add(model: nn.Module, targets: str | Sequence[str], *, rank: int = 8,
-        alpha: float | None = None, dropout: float = 0.0, seed: int = 0) -> list[str]:
+        alpha: float | int | None = None, dropout: float | int = 0.0, seed: int = 0
+        ) -> list[str]:
     """Attach an adapter to every weight matching `targets` (names or fnmatch patterns, see
     `targets(model)`) and freeze the base. `alpha` defaults to `rank` (scale 1). Returns the
     adapted weight names. Nothing changes if any check fails."""
@@ -332,9 +336,10 @@ def add(model: nn.Module, targets: str | Sequence[str], *, rank: int = 8,
         model._lora_trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     for p in model.parameters():
         p.requires_grad_(False)
-    for i, name in enumerate(names):
+    for name in names:
         t = table[name]
-        a = LoRA(t.d_in, t.d_out, rank, alpha, dropout, seed=seed * 100_003 + i,
+        a = LoRA(t.d_in, t.d_out, rank, float(alpha), float(dropout),
+                 seed=(seed * 1_000_003 + zlib.crc32(name.encode())) % 2**62,
                  device=w.device, dtype=w.dtype, embedding=t.kind == "embed")
         a.train(model.training)
         t.owner.add_module(f"lora_{t.leaf}", a)
