@@ -49,7 +49,8 @@ def test_one_rule_per_field_and_keyword_only(cls):
 def test_no_float_field_takes_infinity(cls, user_errors):
     """Every field whose rule is a finite number refuses inf with the field's name."""
     required = {"GPTConfig": dict(d_vocab=11), "SAEConfig": dict(d_in=8, d_sae=16),
-                "EncoderConfig": dict(d_vocab=11), "Seq2SeqConfig": dict(d_vocab=11)}
+                "EncoderConfig": dict(d_vocab=11), "Seq2SeqConfig": dict(d_vocab=11),
+                "CrosscoderConfig": dict(d_in=8, d_sae=64)}
     base = required.get(cls.__name__, {})
     cls(**base)                                      # the defaults are valid
     for name, rule in cls._constraints.items():

@@ -7,11 +7,20 @@ save/load in SAELens's folder format, training and evaluation.
     r = sae.train(s, batches, n_samples=4_000_000); ev = sae.evaluate(s, batches, n_batches=8)
     sae.spliced_losses(model, s, "blocks.0.hook_resid_post", tokens).loss_recovered
     sae.latent_stats(model, s, hook, tokens, [3]).top[3]; sae.logit_effect(s, model, 3, hook)
+
+Crosscoders (model diffing; `superpose.sae.crosscoder`):
+
+    cc = sae.create(sae.CrosscoderConfig(d_in=128, n_models=2, d_sae=2048, k=32))
+    x = sae.crosscoder.paired_activations([base, ft], hook, tokens)   # [N, 2, d_in]
+    sae.train(cc, batches, steps=2000); sae.crosscoder.classify(cc)
+    sae.crosscoder.latent_scaling(cc, x).nu_error
 """
 
+from superpose.sae import crosscoder
 from superpose.sae.base import SAE, TrainStepOutput
 from superpose.sae.batchtopk import BatchTopKSAE
 from superpose.sae.config import SAEConfig
+from superpose.sae.crosscoder import Crosscoder, CrosscoderConfig
 from superpose.sae.evaluation import EvalResult, evaluate, loss_recovered
 from superpose.sae.features import (
     ActivationHistogram,
@@ -49,4 +58,6 @@ __all__ = ["ARCHITECTURES", "SAE", "BatchTopKSAE", "EvalResult", "GatedSAE",
            "ActivationHistogram", "LatentStats", "LogitEffect", "Neighbours", "SplicedLosses",
            "TopActivations", "activation_histogram", "decoder_direction", "decoder_neighbours",
            "latent_stats", "logit_effect", "splice_fn", "splice_hook", "spliced",
-           "spliced_losses", "top_activations"]
+           "spliced_losses", "top_activations",
+           # model diffing: crosscoders (analysis helpers in the submodule)
+           "Crosscoder", "CrosscoderConfig", "crosscoder"]

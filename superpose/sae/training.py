@@ -245,6 +245,8 @@ def _check_batch(x: Any, index: int, sae: SAE) -> Tensor:
     if not isinstance(x, Tensor):
         raise ValueError(f"batch {index} is a {type(x).__name__}; the data must yield tensors "
                          f"of shape [batch, d_in={sae.cfg.d_in}]")
+    if x.ndim >= 2 and x.shape[-1] != sae.cfg.d_in and sae._is_heads(x):
+        x = x.flatten(-2)    # a crosscoder's [batch, n_models, d_in], a hook_z SAE's heads
     if x.ndim < 1 or x.shape[-1] != sae.cfg.d_in:
         raise ValueError(f"batch {index} has shape {list(x.shape)}, but the SAE's d_in is "
                          f"{sae.cfg.d_in}: activations must have width d_in={sae.cfg.d_in}")
