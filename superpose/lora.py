@@ -118,6 +118,13 @@ class LoRA(nn.Module):
         """[*batch d_in] (or ids [*batch]) -> scale · B A x [*batch d_out]."""
         return F.linear(self.act(x), self.B) * self.scale
 
+    def add_to(self, out: Tensor, x: Tensor) -> Tensor:
+        """out + scale · B A x, the add fused into one addmm (no [*batch, d_out] temporary);
+        out [*batch d_out] is what the adapted weight computed from x [*batch d_in]."""
+        a = self.act(x)
+        return torch.addmm(out.reshape(-1, self.d_out), a.reshape(-1, self.rank), self.B.T,
+                           alpha=self.scale).view(out.shape)
+
     def heads_in(self, x: Float[Tensor, "batch pos head d_model"]
                  ) -> Float[Tensor, "batch pos head d_head"]:
         """W_Q/W_K/W_V with per-head inputs (TL's split path): head h reads its own copy x_h and

@@ -155,7 +155,7 @@ class Unembed(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         out = F.linear(x, self._model.W_U.T, self._model.b_U)
         lo = self._lora.get("W_U") if self._lora else None
-        return out if lo is None else out + lo(x)
+        return out if lo is None else lo.add_to(out, x)
 
 
 class GPT(Circuits, HookedModel):

@@ -314,7 +314,7 @@ class Attention(Circuits, nn.Module):
             return self.hook_result(result).sum(-2) + self.b_O
         z = z.reshape(b, p, -1)
         out = F.linear(z, self.W_O.view(-1, cfg.d_model).T, self.b_O)
-        return out if lo is None else out + lo(z)
+        return out if lo is None else lo.add_to(out, z)
 
     def _allowed(self, n_q: int, n_k: int, n_past: int, key_mask: Tensor | None,
                  device: torch.device) -> Tensor | bool | None:
@@ -349,10 +349,10 @@ class MLP(nn.Module):
         lo = self._lora
         pre = F.linear(x, self.W_in.T, self.b_in)
         if lo and "W_in" in lo:
-            pre = pre + lo["W_in"](x)
+            pre = lo["W_in"].add_to(pre, x)
         post = self.hook_post(self.act(self.hook_pre(pre)))
         out = F.linear(post, self.W_out.T, self.b_out)
-        return out + lo["W_out"](post) if lo and "W_out" in lo else out
+        return lo["W_out"].add_to(out, post) if lo and "W_out" in lo else out
 
 
 class Block(nn.Module):
