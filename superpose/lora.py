@@ -436,6 +436,24 @@ def check_trainable(model: nn.Module) -> None:
                          "lora.remove(model) to train the merged weights themselves")
 
 
+def check_unadapted(model: nn.Module, what: str, *, merged_ok: bool) -> None:
+    """Raise when `model` carries adapters that `what` (a conversion, a save) would
+    silently drop: unmerged ones always, merged ones unless `merged_ok` (their ΔW is in the
+    weights then)."""
+    found = adapters_if_any(model)
+    live = [n for n, a in found.items() if not (merged_ok and a.merged)]
+    if not live:
+        return
+    if merged_ok:
+        raise ValueError(f"{what} reads the weights, and this model's LoRA adapters "
+                         f"({live[:3]}{'...' if len(live) > 3 else ''}) are not merged into "
+                         "them, so their effect would be lost; lora.merge(model) first")
+    raise ValueError(f"{what} would drop this model's LoRA adapters ({live[:3]}"
+                     f"{'...' if len(live) > 3 else ''}); lora.save(model, path) saves them "
+                     "(separately from the base), or lora.merge(model); lora.remove(model) "
+                     "bakes them into a plain model to save")
+
+
 def adapters_if_any(model: nn.Module) -> dict[str, LoRA]:
     """`adapters(model)`, or {} for a model LoRA does not know (no error)."""
     try:

@@ -422,3 +422,21 @@ gpt.train(m, data, steps=4, batch_size=8, grad_accum=2, lr=1e-2, warmup_steps=0,
 if distributed.current().is_main:
     lora.save(m, sys.argv[1])
 '''
+
+
+def test_save_and_conversions_refuse_to_drop_adapters(tmp_path, user_errors):
+    m = tiny_gpt()
+    lora.add(m, "blocks.0.mlp.W_in", rank=2)
+    with pytest.raises(ValueError, match="model.save would drop .*lora.save"):
+        m.save(tmp_path / "m")
+    from superpose.gpt.bridge import to_transformer_bridge
+    with pytest.raises(ValueError, match="to_transformer_bridge .*lora.merge"):
+        to_transformer_bridge(m)
+    assert not (tmp_path / "m").exists()
+    randomize(m)
+    x = tokens()
+    want = m(x)
+    lora.merge(m)
+    lora.remove(m)                                    # baked in: a plain GPT again
+    m.save(tmp_path / "m")
+    torch.testing.assert_close(gpt.GPT.load(tmp_path / "m")(x), want, rtol=0, atol=2e-5)

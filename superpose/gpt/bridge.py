@@ -185,6 +185,8 @@ def to_transformer_bridge(model: GPT) -> Any:
     if not isinstance(model, GPT):
         raise TypeError(f"to_transformer_bridge takes a superpose GPT, got "
                         f"{type(model).__name__}")
+    from superpose import lora
+    lora.check_unadapted(model, "to_transformer_bridge", merged_ok=True)
     _native()
     from transformer_lens.model_bridge import TransformerBridge
     cfg = model.cfg

@@ -74,6 +74,8 @@ def to_hooked_transformer(model: GPT) -> Any:
     same logits, same values at every hook both have (TL's hook names are ours)."""
     if not isinstance(model, GPT):
         raise TypeError(f"to_hooked_transformer takes a superpose GPT, got {type(model).__name__}")
+    from superpose import lora
+    lora.check_unadapted(model, "to_hooked_transformer", merged_ok=True)
     HookedTransformer, _ = _hooked_transformer_classes()
     cfg = model.cfg
     ht = HookedTransformer(hooked_transformer_config(cfg, device=model.device))

@@ -172,7 +172,10 @@ class HookedModel(CheckedHookNames, HookedRootModule):
     # ---- save / load -------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write `config.json` + `model.safetensors` into the folder `path` (atomically)."""
+        """Write `config.json` + `model.safetensors` into the folder `path` (atomically). A model
+        with LoRA adapters is refused (`lora.save` saves them, apart from the base)."""
+        from superpose import lora
+        lora.check_unadapted(self, "model.save", merged_ok=False)
         return runs.save_module(path, self, self.cfg)
 
     @classmethod

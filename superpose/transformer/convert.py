@@ -135,6 +135,8 @@ def to_hooked_encoder(enc: Encoder) -> Any:
     express (see the module docstring)."""
     if not isinstance(enc, Encoder):
         raise TypeError(f"to_hooked_encoder takes a superpose Encoder, got {type(enc).__name__}")
+    from superpose import lora
+    lora.check_unadapted(enc, "to_hooked_encoder", merged_ok=True)
     HookedEncoder, _ = _hooked_encoder_classes()
     dtype = enc.W_E.dtype
     tl_cfg = hooked_encoder_config(enc.cfg, device=enc.device, dtype=dtype)
