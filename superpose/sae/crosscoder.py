@@ -405,7 +405,7 @@ def classify(cc: Crosscoder, model: int = 1, *, base: int = 0, exclusive_ratio: 
              shared_ratio: float = 0.8) -> list[str]:
     """A label per latent from its decoder norms in `base` and `model`: "<name>-only" when the
     other model's norm is below `exclusive_ratio` times its own, "shared" when the smaller norm
-    is at least `shared_ratio` times the larger, "other" in between (names from
+    is at least `shared_ratio` times the larger, "other" in between or when both are 0 (names from
     `cfg.model_names`: "base-only", "finetuned-only" by default).
 
     The defaults are Minder et al.'s bands on their relative norm difference
@@ -431,7 +431,7 @@ def classify(cc: Crosscoder, model: int = 1, *, base: int = 0, exclusive_ratio: 
         big, small = max(a, z), min(a, z)
         if big > 0 and small < exclusive_ratio * big:
             labels.append(f"{names[b] if a > z else names[m]}-only")
-        elif big == 0 or small >= shared_ratio * big:
+        elif big > 0 and small >= shared_ratio * big:
             labels.append("shared")
         else:
             labels.append("other")
