@@ -217,6 +217,12 @@ def _targets(model: nn.Module) -> dict[str, _Target]:
                                           f"{name}.W_in")
             out[f"{name}.W_out"] = _Target(mod, "W_out", d_mlp, mod.W_out.shape[1], "tl",
                                            f"{name}.W_out")
+        else:     # the Encoder's heads (mlm_head.W, pooler.W, classifier.W, unembed.W_U)
+            for leaf in getattr(mod, "LORA_WEIGHTS", ()):
+                w = mod._parameters.get(leaf)
+                if w is not None:
+                    out[f"{name}.{leaf}"] = _Target(mod, leaf, w.shape[0], w.shape[1], "tl",
+                                                    f"{name}.{leaf}")
     if type(model).__name__ == "GPT" and not cfg.tied_embeddings:
         out["unembed.W_U"] = _Target(model.unembed, "W_U", cfg.d_model, cfg.d_vocab, "tl", "W_U")
     if not out:

@@ -40,6 +40,7 @@ from superpose.transformer.parts import (
     LayerNorm,
     dropout,
     init_weights,
+    linear,
     positions_from_mask,
     sinusoidal_table,
 )
@@ -93,6 +94,9 @@ class Embed(nn.Module):
 class MLMHead(nn.Module):
     """TL's BertMLMHead: dense d_model -> d_model, the activation, LayerNorm."""
 
+    LORA_WEIGHTS = ("W",)
+    _lora: dict[str, Any] = {}
+
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.W = nn.Parameter(torch.empty(cfg.d_model, cfg.d_model))
@@ -101,11 +105,14 @@ class MLMHead(nn.Module):
         self.ln = LayerNorm(cfg)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.ln(self.act(F.linear(x, self.W.T, self.b)))
+        return self.ln(self.act(linear(self, "W", x, self.W, self.b)))
 
 
 class Pooler(nn.Module):
     """BERT's pooler: tanh(W x_[CLS] + b) [batch d_model]."""
+
+    LORA_WEIGHTS = ("W",)
+    _lora: dict[str, Any] = {}
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -114,10 +121,13 @@ class Pooler(nn.Module):
         self.hook_pooler_out = FastHookPoint()
 
     def forward(self, cls_resid: Tensor) -> Tensor:
-        return self.hook_pooler_out(torch.tanh(F.linear(cls_resid, self.W.T, self.b)))
+        return self.hook_pooler_out(torch.tanh(linear(self, "W", cls_resid, self.W, self.b)))
 
 
 class Classifier(nn.Module):
+    LORA_WEIGHTS = ("W",)
+    _lora: dict[str, Any] = {}
+
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.W = nn.Parameter(torch.empty(cfg.d_model, cfg.n_classes))
@@ -125,11 +135,14 @@ class Classifier(nn.Module):
         self.hook_out = FastHookPoint()
 
     def forward(self, pooled: Tensor) -> Tensor:
-        return self.hook_out(F.linear(pooled, self.W.T, self.b))
+        return self.hook_out(linear(self, "W", pooled, self.W, self.b))
 
 
 class Unembed(nn.Module):
     """TL's `unembed` (W_U [d_model d_vocab], b_U; W_U is W_Eᵀ when tied)."""
+
+    LORA_WEIGHTS = ("W_U",)    # untied only: a tied W_U is W_E's
+    _lora: dict[str, Any] = {}
 
     def __init__(self, cfg: EncoderConfig, model: Encoder) -> None:
         super().__init__()
@@ -145,8 +158,8 @@ class Unembed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if is_hooked(self.hook_in) or is_hooked(self.hook_out):
-            return self.hook_out(F.linear(self.hook_in(x), self.weight().T, self.b_U))
-        return F.linear(x, self.weight().T, self.b_U)
+            return self.hook_out(linear(self, "W_U", self.hook_in(x), self.weight(), self.b_U))
+        return linear(self, "W_U", x, self.weight(), self.b_U)
 
 
 class Encoder(Circuits, HookedModel):

@@ -41,6 +41,15 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return F.dropout(x, p, True) if p > 0 and training else x
 
 
+def linear(module: nn.Module, leaf: str, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """x @ w + b for a weight w [d_in d_out] in TransformerLens's layout, plus the LoRA term of
+    `module`'s adapter on `leaf` when it has one (superpose.lora). A module using it lists the
+    weights in `LORA_WEIGHTS` and has a `_lora` dict."""
+    out = F.linear(x, w.T, b)
+    lo = module._lora.get(leaf) if module._lora else None
+    return out if lo is None else lo.add_to(out, x)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with TL's hooks and TL's meaning: hook_scale [batch pos 1] is
     sqrt(var + eps) and hook_normalized is (x - mean) / scale, *before* the learned w and b.
