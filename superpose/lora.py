@@ -99,7 +99,8 @@ class LoRA(nn.Module):
         self.B = nn.Parameter(torch.zeros(d_out, rank, device=device, dtype=dtype))
         self.hook_act = FastHookPoint()   # [batch pos rank]; per-head inputs: [batch pos head rank]
         self.merged = False
-        self._backup: Tensor | None = None   # the weight replaced by merge (exact unmerge)
+        # the weight replaced by merge (exact unmerge); a buffer, so .to(device) moves it
+        self.register_buffer("_backup", None, persistent=False)
 
     def extra_repr(self) -> str:
         return (f"d_in={self.d_in}, d_out={self.d_out}, rank={self.rank}, alpha={self.alpha:g}, "

@@ -183,6 +183,20 @@ def test_merge_equals_adapters_and_unmerge_restores_the_base_bit_for_bit():
     assert torch.equal(m(x), adapted)
 
 
+def test_merged_model_moves_and_unmerges_on_another_dtype():
+    """merge keeps its backup as a buffer: .to() moves it with the weights (here a dtype
+    change, the CPU stand-in for a device move), so unmerge still restores the base."""
+    m = tiny_gpt()
+    base = {k: t.double() for k, t in m.state_dict().items()}
+    lora.add(m, ["blocks.*.attn.W_K", "unembed.W_U"], rank=2)
+    randomize(m)
+    lora.merge(m)
+    m.double()
+    lora.unmerge(m)
+    for k, t in base.items():
+        assert torch.equal(m.state_dict()[k], t), k
+
+
 def test_merge_then_remove_bakes_the_fine_tune_in_and_remove_restores_training():
     m = tiny_gpt()
     lora.add(m, "blocks.*.mlp.W_in", rank=2)
