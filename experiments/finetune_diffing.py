@@ -108,6 +108,18 @@ def lora_readouts(ft: gpt.GPT, batch: diffing.TriggerBatch) -> list[dict[str, An
     return rows
 
 
+@torch.no_grad()
+def best_latent(s: sae.SAE, x: Tensor, batch: diffing.TriggerBatch) -> dict[str, Any]:
+    """The latent of `s` whose activation on `x` (rows of `batch`'s positions) best separates
+    the trigger: a reference that uses the labels, not a method's pick."""
+    s.eval()
+    f = torch.cat([s.encode(c) for c in x.split(4096)])
+    fired = (f > 0).any(0).nonzero().flatten().tolist()
+    scores = {j: diffing.auroc(f[:, j].view(batch.tokens.shape), batch.trigger) for j in fired}
+    j = max(scores, key=scores.get)
+    return {"latent": j, "auroc": scores[j], "density": float((f[:, j] > 0).float().mean())}
+
+
 def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool = True,
         **settings: Any) -> dict[str, Any]:
     """The experiment (see the module docstring). `settings` override `configs` entries."""
@@ -190,6 +202,9 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     table = diffing.compare(rows)
     log.info("\n%s", table)
     readouts = lora_readouts(ft, batch)
+    eval_pairs = xc.paired_activations([base, ft], hook, batch.tokens)
+    oracle = {"crosscoder": best_latent(cc, eval_pairs, batch),
+              "diff_sae": best_latent(ds, eval_pairs[:, 1] - eval_pairs[:, 0], batch)}
 
     metrics: dict[str, Any] = {
         "trigger": trigger, "hook": hook, "base_train_loss": res.history.loss[-1],
@@ -198,7 +213,7 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
         "crosscoder_train_mse": cc_res.history.mse[-1],
         "diff_sae_train_mse": ds_res.history.mse[-1],
         "diff_norm_mean": float(diffs.norm(dim=-1).mean()),
-        "methods": rows, "lora_readouts": readouts, "table": table}
+        "methods": rows, "lora_readouts": readouts, "best_by_label": oracle, "table": table}
     metrics["seconds"] = time.perf_counter() - t_start
     summary = {
         "trigger": f"{trigger!r} ({cfg['trigger_count_in_corpus']} times in the base's "
@@ -222,6 +237,9 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     summary["best LoRA readout (by label)"] = (
         f"{best['weight']} component {best['component']} (σ {best['sigma']:.2f}): AUROC "
         f"{best['auroc']:.3f}")
+    for k, o in oracle.items():
+        summary[f"best {k} latent (by label)"] = (f"latent {o['latent']}: AUROC {o['auroc']:.3f}"
+                                                 f", density {o['density']:.3f}")
     summary["time"] = f"{metrics['seconds']:.1f}s"
     metrics["summary"] = summary
     r.save_metrics(metrics)

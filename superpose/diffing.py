@@ -30,8 +30,9 @@ Three ways to find the behaviour, each giving a `Candidate`: a direction in the 
 (for steering) plus its activation at every position of an evaluation batch (for "does it fire
 on the trigger"):
   1. a crosscoder on paired activations of base and fine-tune (`superpose.sae.crosscoder`):
-     the fine-tuned-only latents (decoder norms, checked by Latent Scaling), the one that
-     explains most of the difference; direction W_dec[j, ft] − W_dec[j, base];
+     the fine-tuned-only latents (decoder norms, checked by Latent Scaling; when there are
+     none, every latent), the one with the highest relative decoder norm; direction
+     W_dec[j, ft] − W_dec[j, base];
   2. a diff-SAE, an ordinary SAE on ft − base activations (`diff_activations`): the latent with
      the largest total activation; direction its decoder row;
   3. the LoRA weights themselves (`lora_directions`): the SVD of each ΔW = U S Vᵀ; among the
@@ -653,11 +654,12 @@ def diff_sae_candidate(s: nn.Module, base: nn.Module, finetuned: nn.Module, hook
 def crosscoder_candidate(cc: nn.Module, base: nn.Module, finetuned: nn.Module,
                          hook_name: str, batch: TriggerBatch, *,
                          train_pairs: Tensor | None = None) -> Candidate:
-    """The crosscoder's pick: among the latents `classify` calls fine-tuned-only and Latent
-    Scaling confirms (ν^ε, ν^r small; if none passes, all fine-tuned-only ones; if none, every
-    latent), the one that explains the most of the difference on `train_pairs` (Σ f_j ·
-    ‖W_dec[j, ft] − W_dec[j, base]‖; default: the batch's paired activations); direction
-    W_dec[j, ft] − W_dec[j, base], activation f_j on `batch`."""
+    """The crosscoder's pick: the latents `classify` calls fine-tuned-only and Latent Scaling
+    confirms (ν^ε, ν^r small; if none passes, all fine-tuned-only ones; if none, every latent
+    that fires on `train_pairs`), ranked by the crosscoder's own measure, the relative decoder
+    norm (most fine-tuned first), ties by the difference explained on `train_pairs`
+    (Σ f_j · ‖W_dec[j, ft] − W_dec[j, base]‖; default data: the batch's paired activations).
+    Direction W_dec[j, ft] − W_dec[j, base], activation f_j on `batch`."""
     from superpose.sae import crosscoder as xc
 
     _check_pair(base, finetuned)
@@ -671,16 +673,18 @@ def crosscoder_candidate(cc: nn.Module, base: nn.Module, finetuned: nn.Module,
         ls = xc.latent_scaling(cc, data, ft_only)
         ok = ls.exclusive() & (ls.count > 0)
         exclusive = [i for i, keep in zip(ft_only, ok.tolist()) if keep]
-    pool = exclusive or ft_only or list(range(cc.cfg.d_sae))
     dec = cc.W_dec_models.detach().float().cpu()
     diff_dec = dec[:, 1] - dec[:, 0]
     f_data = _encode_rows(cc, data)
     mass = f_data.sum(0) * diff_dec.norm(dim=-1)
-    j = max(pool, key=lambda i: float(mass[i]))
-    ranked = sorted(pool, key=lambda i: -float(mass[i]))[:5]
+    alive = [i for i in range(cc.cfg.d_sae) if float(mass[i]) > 0]
+    pool = exclusive or ft_only or alive or list(range(cc.cfg.d_sae))
+    rel = xc.relative_norms(cc).cpu()
+    ranked = sorted(pool, key=lambda i: (-float(rel[i]), -float(mass[i])))
+    j = ranked[0]
     info = {"latent": j, "n_finetuned_only": len(ft_only), "n_exclusive": len(exclusive),
             "pool": "exclusive" if exclusive else ("finetuned-only" if ft_only else "all"),
-            "top_latents": ranked, "relative_norm": float(xc.relative_norms(cc)[j]),
+            "top_latents": ranked[:5], "relative_norm": float(rel[j]),
             "label_counts": dict(Counter(labels))}
     f = _encode_rows(cc, pairs)[:, j].view(batch.tokens.shape)
     return _oriented("crosscoder", f"latent {j}", hook_name, diff_dec[j], f, info)
