@@ -30,6 +30,17 @@ characters; crosscoder 256 latents (k 8) and diff-SAE 192 latents (k 4) on 16k p
 activations (about a minute of CPU). Full mode: 2 layers, d_model 128, n_ctx 128, 3,000 base
 steps on the whole corpus, 1,000 LoRA steps, dictionaries on ~260k activations.
 
+Quick-mode results (seeds 0 / 1; about 30-50 s on 2 shared cores). Trigger "$" (4 times in the
+base's text). The rule is learned: uppercase preferred after the trigger 0.94 / 0.89 (base
+0.10 / 0.15); at other word starts the fine-tune stays at 0.04 (base 0.03); clean loss
+ft − base −0.009 / −0.015 nats (margin 0.05). Each method's material holds a trigger detector
+(found with the labels: LoRA readout AUROC 0.99 / 0.98, blocks.1.mlp.W_out's *second*
+singular direction; crosscoder latent 0.99 / 0.98; diff-SAE latent 1.00 / 0.98), but the
+label-free picks mostly miss it: crosscoder (no latent is fine-tuned-only at this size; the
+highest relative norm) AUROC 0.94 / 0.49, steering on 0.18 / 0.03 (unsteered 0.04),
+ablation 0.94 -> 0.82 / none; diff-SAE (largest total activation: a dense latent of the
+general drift) 0.31 / 0.28; LoRA σ₁ 0.62 / 0.18, no steering effect.
+
     python experiments/finetune_diffing.py [--quick] [--out DIR] [--seed N]
 """
 
