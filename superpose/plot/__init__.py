@@ -11,6 +11,7 @@ from superpose.plot.attention import (
     cross_attention,
     head_scores_heatmap,
 )
+from superpose.plot.diffing import activations_over_text, decoder_norm_ratios, delta_spectra
 from superpose.plot.dimensionality import dimensionality_scatter, dimensions_per_feature_curve
 from superpose.plot.features import feature_view, loss_recovered_bars
 from superpose.plot.geometry import (
@@ -38,6 +39,7 @@ __all__ = [
     "angle_comparison", "angle_histograms", "capacity_curves", "optimizer_history",
     "distortion_histogram", "distortion_vs_k", "feature_view", "loss_recovered_bars",
     "decoder_vs_true", "frontier", "latent_density", "max_cos_histogram", "sae_training_curves",
+    "activations_over_text", "decoder_norm_ratios", "delta_spectra",
 ]
 
 # Renamed so that a name says what comes back (issue 12): the old names work for one release.
