@@ -204,14 +204,23 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
                        steps=ds_spec["steps"], progress=progress, seed=seed)
     ds.save(r.path / "diff_sae")
 
-    candidates = [
-        diffing.crosscoder_candidate(cc, base, ft, hook, batch, train_pairs=pairs),
-        diffing.diff_sae_candidate(ds, base, ft, hook, batch, train_diffs=diffs),
-        diffing.lora_candidate(ft, batch),
-    ]
-    rows = [diffing.score(c, base, ft, batch, scales=cfg["steer_scales"]) for c in candidates]
+    # the picks: by behavioural (KL) attribution on the unlabeled fine-tuning text (the same
+    # windows the dictionaries were trained on), and by each method's own legacy measure
+    toks = train_batch.tokens
+    picks: dict[str, list[diffing.Candidate]] = {}
+    for rule in ("kl", "legacy"):
+        picks[rule] = [
+            diffing.crosscoder_candidate(cc, base, ft, hook, batch, train_pairs=pairs,
+                                         tokens=toks, rule=rule),
+            diffing.diff_sae_candidate(ds, base, ft, hook, batch, train_diffs=diffs,
+                                       tokens=toks, rule=rule),
+            diffing.lora_candidate(ft, batch, base=base, tokens=toks, rule=rule)]
+    rows = [diffing.score(c, base, ft, batch, scales=cfg["steer_scales"]) for c in picks["kl"]]
+    legacy_rows = [diffing.score(c, base, ft, batch, scales=cfg["steer_scales"])
+                   for c in picks["legacy"]]
     table = diffing.compare(rows)
-    log.info("\n%s", table)
+    legacy_table = diffing.compare(legacy_rows)
+    log.info("\nKL-attribution picks\n%s\nlegacy picks\n%s", table, legacy_table)
     readouts = lora_readouts(ft, batch)
     eval_pairs = xc.paired_activations([base, ft], hook, batch.tokens)
     oracle = {"crosscoder": best_latent(cc, eval_pairs, batch),
@@ -224,7 +233,8 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
         "crosscoder_train_mse": cc_res.history.mse[-1],
         "diff_sae_train_mse": ds_res.history.mse[-1],
         "diff_norm_mean": float(diffs.norm(dim=-1).mean()),
-        "methods": rows, "lora_readouts": readouts, "best_by_label": oracle, "table": table}
+        "methods": rows, "methods_legacy": legacy_rows, "lora_readouts": readouts,
+        "best_by_label": oracle, "table": table, "table_legacy": legacy_table}
     metrics["seconds"] = time.perf_counter() - t_start
     summary = {
         "trigger": f"{trigger!r} ({cfg['trigger_count_in_corpus']} times in the base's "
@@ -236,9 +246,9 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
                           f"{behaviour['base_word_start']:.3f}; clean loss ft {off.finetuned:.3f}"
                           f" vs base {off.base:.3f} (delta {off.delta:+.3f}, margin "
                           f"{cfg['loss_margin']})"}
-    for row in rows:
-        s1 = f"{cfg['steer_scales'][0]:g}"
-        summary[f"{row['method']} ({row['candidate']})"] = (
+    s1 = f"{cfg['steer_scales'][0]:g}"
+    for tag, row in [("KL", r_) for r_ in rows] + [("legacy", r_) for r_ in legacy_rows]:
+        summary[f"{row['method']} {tag} pick ({row['candidate']})"] = (
             f"AUROC trigger {row['auroc']:.3f} (span {row['auroc_span']:.3f}), P@k "
             f"{row['precision_at_k']:.2f}; steer on x{s1}: ft {row[f'rate_ft_steered_x{s1}']:.2f}"
             f", base {row[f'rate_base_steered_x{s1}']:.2f} (unsteered {row['rate_ft_word']:.2f})"

@@ -77,10 +77,11 @@ from superpose.gpt.corpus import TokenDataset
 from superpose.gpt.tokenizers import CharTokenizer
 
 __all__ = ["Candidate", "Firing", "LoRADirections", "OffTriggerLoss", "Planted", "PlantedRule",
-           "TriggerBatch", "auroc", "behaviour_rate", "compare", "crosscoder_candidate",
-           "diff_activations", "diff_sae_candidate", "firing", "lora_candidate",
-           "lora_directions", "lora_readout", "off_trigger_loss", "orient", "rare_character",
-           "score", "steering_hooks", "writer_hook"]
+           "TriggerBatch", "auroc", "behaviour_rate", "compare", "contribution_hooks",
+           "crosscoder_candidate", "diff_activations", "diff_sae_candidate", "firing",
+           "kl_ablation", "kl_attribution", "kl_divergence", "kl_gradient", "kl_sign",
+           "lora_candidate", "lora_directions", "lora_readout", "off_trigger_loss", "orient",
+           "rare_character", "score", "steering_hooks", "writer_hook"]
 
 # A word: lowercase ASCII letters touching no other letter, digit or underscore.
 WORD = re.compile(r"(?<![A-Za-z0-9_])[a-z]+(?![A-Za-z0-9_])")
@@ -594,11 +595,173 @@ def compare(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ---- behavioural (KL) attribution -----------------------------------------------------------
+
+def _chunk_hooks(fwd_hooks: Sequence[tuple[str, Any]], start: int, rows: int
+                 ) -> list[tuple[str, Any]]:
+    return [(name, fn(start, rows)) for name, fn in fwd_hooks]
+
+
+def kl_divergence(base: nn.Module, finetuned: nn.Module, tokens: Int[Tensor, "batch pos"], *,
+                  fwd_hooks: Sequence[tuple[str, Any]] = (), batch_size: int = 64
+                  ) -> Float[Tensor, "batch pos"]:
+    """KL(p_ft || p_base) of the two models' next-token distributions at every position of
+    `tokens` (nats). `fwd_hooks`: (hook name, factory) pairs (as `steering_hooks` makes)
+    applied to the fine-tune's forward only."""
+    _check_pair(base, finetuned)
+    _check_tokens(tokens)
+    lb = _logits(base, tokens, batch_size=batch_size).log_softmax(-1)
+    lf = _logits(finetuned, tokens, fwd_hooks, batch_size=batch_size).log_softmax(-1)
+    return (lf.exp() * (lf - lb)).sum(-1)
+
+
+def kl_gradient(base: nn.Module, finetuned: nn.Module, hook_names: str | Sequence[str],
+                tokens: Int[Tensor, "batch pos"], *, batch_size: int = 32
+                ) -> dict[str, Tensor]:
+    """∇ of the mean KL(p_ft || p_base) over all positions of `tokens` with respect to the
+    fine-tune's activation at each of `hook_names`: {name: [batch pos d]} (one forward of the
+    base, one forward and backward of the fine-tune per chunk of `batch_size` sequences, all
+    hooks at once). The gradient at a position includes the KL at later positions that it
+    reaches through attention, which is what ablating there at every position changes."""
+    _check_pair(base, finetuned)
+    _check_tokens(tokens)
+    names = [hook_names] if isinstance(hook_names, str) else list(dict.fromkeys(hook_names))
+    if not names:
+        raise ValueError("kl_gradient needs at least one hook name, got none")
+    for h in names:
+        hooks.check_hook_name(finetuned, h)
+    v.positive_int("batch_size", batch_size)
+    dev = next(finetuned.parameters()).device
+    n = tokens.numel()
+    out: dict[str, list[Tensor]] = {h: [] for h in names}
+    for start in range(0, tokens.shape[0], batch_size):
+        x = tokens[start:start + batch_size].to(dev)
+        with torch.no_grad():
+            lb = base(x).float().log_softmax(-1)
+        leaves: dict[str, Tensor] = {}
+
+        def make(h: str, leaves: dict[str, Tensor] = leaves) -> Any:
+            def hook(act: Tensor, hook: Any = None) -> Tensor:
+                # a zero leaf added to the activation: its gradient is the activation's, and
+                # no path through the hook is cut (later hooks' gradients stay complete)
+                z = torch.zeros_like(act, requires_grad=True)
+                leaves[h] = z
+                return act + z
+            return hook
+
+        with torch.enable_grad():
+            lf = finetuned.run_with_hooks(x, fwd_hooks=[(h, make(h)) for h in names])
+            lf = lf.float().log_softmax(-1)
+            kl = (lf.exp() * (lf - lb)).sum() / n
+            grads = torch.autograd.grad(kl, [leaves[h] for h in names])
+        for h, g in zip(names, grads):
+            out[h].append(g.detach().float().cpu())
+    return {h: torch.cat(gs) for h, gs in out.items()}
+
+
+def kl_attribution(base: nn.Module, finetuned: nn.Module, hook_name: str,
+                   tokens: Int[Tensor, "batch pos"], directions: Float[Tensor, "n d"],
+                   activations: Float[Tensor, "batch pos n"], *, grad: Tensor | None = None,
+                   chunk: int = 8192) -> Float[Tensor, " n"]:
+    """Behavioural attribution of `n` candidate contributions to the fine-tune's residual
+    stream at `hook_name`: candidate c writes activations[..., c] · directions[c] at every
+    position of `tokens`; its score is the first-order estimate of how much removing that
+    contribution from the fine-tune lowers the mean KL(p_ft || p_base) over the positions,
+    Σ_pos a_c(pos) · (d_c · ∇_{x(pos)} mean KL) (attribution patching: Nanda 2023, Syed et
+    al. 2023). Positive: the candidate carries part of the fine-tune's output difference from
+    the base; it is invariant under (a, d) -> (−a, −d). `grad`: a precomputed
+    `kl_gradient(...)[hook_name]` on the same tokens (else computed here).
+
+    Which tokens: unlabeled text the fine-tune differs on, e.g. the fine-tuning data (a
+    researcher diffing a fine-tune has it, not the labels of what it planted)."""
+    _check_tokens(tokens)
+    if directions.ndim != 2:
+        raise ValueError(f"directions must be [n_candidates, d], got {list(directions.shape)}")
+    n_cand, d = directions.shape
+    if tuple(activations.shape) != (*tokens.shape, n_cand):
+        raise ValueError(f"activations must be [batch, pos, n_candidates] = "
+                         f"{[*tokens.shape, n_cand]}, got {list(activations.shape)}")
+    g = grad if grad is not None else kl_gradient(base, finetuned, hook_name, tokens)[hook_name]
+    if tuple(g.shape) != (*tokens.shape, d):
+        raise ValueError(f"the gradient at {hook_name!r} is {list(g.shape)}; it must be "
+                         f"[batch, pos, d] = {[*tokens.shape, d]} (directions have d={d})")
+    g = g.reshape(-1, d).double().cpu()
+    a = activations.reshape(-1, n_cand).cpu()
+    dirs = directions.detach().double().cpu()
+    total = torch.zeros(n_cand, dtype=torch.float64)
+    for i in range(0, g.shape[0], chunk):
+        total += (a[i:i + chunk].double() * (g[i:i + chunk] @ dirs.T)).sum(0)
+    return total.float()
+
+
+def contribution_hooks(hook_name: str, direction: Float[Tensor, " d"],
+                       activation: Float[Tensor, "batch pos"], *, scale: float | int = -1.0
+                       ) -> list[tuple[str, Any]]:
+    """Forward-hook factories (as `steering_hooks`) that add `scale` · activation(pos) ·
+    direction at every position at `hook_name`: scale −1 removes a candidate's contribution
+    (what `kl_attribution` estimates to first order)."""
+    d = direction.detach().float()
+    act = activation.detach().float()
+
+    def factory(start: int, rows: int) -> Any:
+        a = act[start:start + rows]
+
+        def hook(x: Tensor, hook: Any = None) -> Tensor:
+            return x + scale * a.to(x)[..., None] * d.to(x)
+        return hook
+
+    return [(hook_name, factory)]
+
+
+def kl_ablation(base: nn.Module, finetuned: nn.Module, hook_name: str,
+                tokens: Int[Tensor, "batch pos"], direction: Float[Tensor, " d"],
+                activation: Float[Tensor, "batch pos"], *, scale: float | int = 1.0) -> float:
+    """The measured drop of the mean KL(p_ft || p_base) over `tokens` when `scale` ×
+    (activation · direction) is removed from the fine-tune at `hook_name` (a real ablation,
+    to check `kl_attribution`, whose estimate is scale × the attribution for small scales)."""
+    hooks.check_hook_name(finetuned, hook_name)
+    if tuple(activation.shape) != tuple(tokens.shape):
+        raise ValueError(f"activation must be [batch, pos] like tokens {list(tokens.shape)}, "
+                         f"got {list(activation.shape)}")
+    before = kl_divergence(base, finetuned, tokens).mean()
+    after = kl_divergence(base, finetuned, tokens, fwd_hooks=contribution_hooks(
+        hook_name, direction, activation, scale=-scale)).mean()
+    return float(before - after)
+
+
+def kl_sign(activation: Float[Tensor, "batch pos"], direction: Float[Tensor, " d"],
+            grad: Float[Tensor, "batch pos d"]) -> int:
+    """+1 or −1: the orientation of a candidate whose sign is free, fixed by the behaviour
+    (no labels): its activation is made positive where removing its contribution lowers the
+    KL (the sign of Σ_pos a(pos) · max(0, a(pos) d·∇KL(pos)))."""
+    a = activation.detach().double().flatten()
+    attr = a * (grad.detach().double().reshape(-1, direction.numel())
+                @ direction.detach().double())
+    return 1 if float((a * attr.clamp(min=0)).sum()) >= 0 else -1
+
+
+def _verify(base: nn.Module, finetuned: nn.Module, tokens: Tensor,
+            entries: list[tuple[str, Tensor, Tensor]]) -> list[float]:
+    return [kl_ablation(base, finetuned, h, tokens, d, a) for h, d, a in entries]
+
+
 # ---- the three methods' candidates ---------------------------------------------------------
+#
+# The pick rule (rule="kl", the default): every candidate contribution to the fine-tune's
+# residual stream is ranked by `kl_attribution` on unlabeled `tokens` (pass the fine-tuning
+# text: the researcher has it, not the trigger labels; default: the evaluation batch's tokens,
+# without its labels); the top `verify` are then ablated for real (`kl_ablation`) and the one
+# whose removal lowers the KL most is the pick (verify=0: the attribution's argmax). The sign
+# of a candidate whose sign is free comes from `kl_sign`. rule="legacy" keeps each method's
+# own measure (LoRA: largest σ₁; diff-SAE: largest total activation; crosscoder: relative
+# decoder norm); with rule="kl" the legacy pick is still reported in `info["legacy"]`.
+
+RULES = ("kl", "legacy")
+
 
 def _oriented(method: str, name: str, hook_name: str, direction: Tensor, act: Tensor,
-              info: dict[str, Any]) -> Candidate:
-    sign = orient(act)
+              info: dict[str, Any], sign: int | None = None) -> Candidate:
+    sign = orient(act) if sign is None else sign
     act = act * sign
     mag = typical_activation(act)
     info = {**info, "sign": sign, "typical_activation": mag}
@@ -606,21 +769,90 @@ def _oriented(method: str, name: str, hook_name: str, direction: Tensor, act: Te
                      direction=direction * sign * mag, activation=act, info=info)
 
 
-def lora_candidate(finetuned: nn.Module, batch: TriggerBatch) -> Candidate:
-    """The LoRA method's pick: among the adapters that write into the residual stream, the one
-    with the largest top singular value; direction σ₁u₁ at its writer hook, activation its
-    rank-1 readout on `batch` (oriented, scaled to its typical activation). `info` holds
-    every adapter's spectrum and readout."""
+def _pick(base: nn.Module, finetuned: nn.Module, tokens: Tensor, attr: Tensor,
+          entry: Any, verify: int) -> tuple[int, dict[str, Any]]:
+    """The candidate index chosen from attributions `attr` [n]: among the top `verify`, the
+    largest measured KL drop (`entry(i)` -> (hook, direction, activation) on `tokens`)."""
+    v.non_negative_int("verify", verify)
+    order = attr.argsort(descending=True).tolist()
+    info: dict[str, Any] = {"kl_top": order[:5],
+                            "kl_top_attribution": [round(float(attr[i]), 5) for i in order[:5]]}
+    if verify == 0:
+        return order[0], info
+    top = order[:verify]
+    drops = _verify(base, finetuned, tokens, [entry(i) for i in top])
+    info["kl_verified"] = {int(i): round(dr, 5) for i, dr in zip(top, drops)}
+    return top[max(range(len(top)), key=lambda k: drops[k])], info
+
+
+def _readouts(model: nn.Module, weight: str, tokens: Tensor, d: LoRADirections,
+              batch_size: int = 64) -> Tensor:
+    """Every component's readout x·V [batch pos rank] (as `lora_readout`, all at once)."""
+    name = lora.hook_name(weight)
+    dev = next(model.parameters()).device
+    out = []
+    for start in range(0, tokens.shape[0], batch_size):
+        act = hooks.capture(model, [name], tokens[start:start + batch_size].to(dev))[name]
+        if act.ndim == 4:
+            act = act.sum(2)
+        out.append(act.float().cpu() @ d.coords)
+    return torch.cat(out)
+
+
+def lora_candidate(finetuned: nn.Module, batch: TriggerBatch, *,
+                   base: nn.Module | None = None, tokens: Tensor | None = None,
+                   rule: Literal["kl", "legacy"] = "kl", verify: int = 3) -> Candidate:
+    """The LoRA method's pick among the rank-1 components of the adapters that write into the
+    residual stream (W_O, W_out): component i of ΔW = U S Vᵀ writes σ_i u_i (v_iᵀ x) at the
+    writer hook. rule "kl" (needs the `base`; see the section comment): every component of
+    every writer ranked by `kl_attribution` on `tokens`; rule "legacy" (and the fallback when
+    no `base` is given): the writer with the largest σ₁, its first component. Direction
+    σ_i u_i, activation its readout x·v_i on `batch` (oriented, scaled to its typical
+    activation). `info` holds every adapter's spectrum and the other rule's pick."""
+    v.choice("rule", rule, RULES)
     dirs = lora_directions(finetuned)
     writers = {w: d for w, d in dirs.items() if writer_hook(w) is not None}
     if not writers:
         raise ValueError(f"no adapter writes into the residual stream (adapted: {list(dirs)}); "
                          "adapt an attn.W_O or mlp.W_out weight to steer with its direction")
-    best = max(writers, key=lambda w: float(writers[w].S[0]))
-    d = writers[best]
-    act = lora_readout(finetuned, best, batch.tokens, directions=d)
-    info = {"weight": best, "spectra": {w: x.S.tolist() for w, x in dirs.items()}}
-    return _oriented("lora", f"{best} σ1", writer_hook(best), d.S[0] * d.U[:, 0], act, info)
+    legacy = max(writers, key=lambda w: float(writers[w].S[0]))
+    info: dict[str, Any] = {"spectra": {w: x.S.tolist() for w, x in dirs.items()},
+                            "legacy": {"weight": legacy, "component": 0}}
+    if rule == "legacy" or base is None:
+        d = writers[legacy]
+        act = lora_readout(finetuned, legacy, batch.tokens, directions=d)
+        info.update(weight=legacy, component=0,
+                    rule="legacy" if rule == "legacy" else "legacy (no base given)")
+        return _oriented("lora", f"{legacy} σ1", writer_hook(legacy), d.S[0] * d.U[:, 0],
+                         act, info)
+    _check_pair(base, finetuned)
+    toks = batch.tokens if tokens is None else tokens
+    _check_tokens(toks)
+    grads = kl_gradient(base, finetuned, [writer_hook(w) for w in writers], toks)
+    entries: list[tuple[str, int, Tensor, Tensor]] = []    # (weight, i, direction, readout)
+    attrs = []
+    for w, d in writers.items():
+        h = writer_hook(w)
+        reads = _readouts(finetuned, w, toks, d)                  # [batch pos rank]
+        comp = (d.U * d.S).T                                      # [rank, d_model]
+        attrs.append(kl_attribution(base, finetuned, h, toks, comp, reads, grad=grads[h]))
+        entries += [(w, i, comp[i], reads[..., i]) for i in range(d.S.numel())]
+    attr = torch.cat(attrs)
+    k, pinfo = _pick(base, finetuned, toks, attr,
+                     lambda i: (writer_hook(entries[i][0]), entries[i][2], entries[i][3]),
+                     verify)
+    w, i, direction, read = entries[k]
+    h = writer_hook(w)
+    names = [f"{e[0]} σ{e[1] + 1}" for e in entries]
+    info.update(weight=w, component=i, rule="kl", kl_attribution=float(attr[k]),
+                kl_ranking=[names[j] for j in attr.argsort(descending=True).tolist()],
+                **{key: ([names[j] for j in val] if key == "kl_top" else
+                         {names[j]: x for j, x in val.items()} if key == "kl_verified" else val)
+                   for key, val in pinfo.items()})
+    info["legacy"]["kl_rank"] = info["kl_ranking"].index(f"{legacy} σ1")
+    sign = kl_sign(read, direction, grads[h])
+    act = lora_readout(finetuned, w, batch.tokens, component=i, directions=writers[w])
+    return _oriented("lora", f"{w} σ{i + 1}", h, direction, act, info, sign=sign)
 
 
 @torch.no_grad()
@@ -634,34 +866,77 @@ def _encode_rows(s: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
         s.train(was)
 
 
+def _rows_for(tokens: Tensor, rows: Tensor | None, what: str) -> None:
+    if rows is not None and rows.shape[0] != tokens.numel():
+        raise ValueError(f"{what} has {rows.shape[0]} rows but tokens {list(tokens.shape)} has "
+                         f"{tokens.numel()} positions; pass the activations of these tokens")
+
+
 def diff_sae_candidate(s: nn.Module, base: nn.Module, finetuned: nn.Module, hook_name: str,
-                       batch: TriggerBatch, *, train_diffs: Tensor | None = None) -> Candidate:
-    """The diff-SAE's pick: the latent with the largest total activation on `train_diffs`
-    (the ft − base activations it was trained on; default: the batch's); direction its decoder
-    row, activation its value on `batch`'s diffs."""
+                       batch: TriggerBatch, *, train_diffs: Tensor | None = None,
+                       tokens: Tensor | None = None, rule: Literal["kl", "legacy"] = "kl",
+                       verify: int = 3) -> Candidate:
+    """The diff-SAE's pick. rule "kl" (see the section comment): latent j contributes
+    f_j · W_dec[j] to the ft − base difference; the latents are ranked by `kl_attribution` of
+    removing that from the fine-tune on `tokens` (with `train_diffs` their ft − base
+    activations, else computed). rule "legacy": the latent with the largest total activation
+    on `train_diffs` (default: the batch's). Direction its decoder row, activation its value
+    on `batch`'s diffs."""
+    v.choice("rule", rule, RULES)
     diffs = diff_activations(base, finetuned, hook_name, batch.tokens)
     f = _encode_rows(s, diffs)
     f_pick = f if train_diffs is None else _encode_rows(s, train_diffs)
     mass = f_pick.sum(0)
-    j = int(mass.argmax())
     top = mass.topk(min(5, mass.numel()))
-    info = {"latent": j, "top_latents": top.indices.tolist(),
-            "top_mass": [round(float(m), 3) for m in top.values]}
-    return _oriented("diff-sae", f"latent {j}", hook_name, s.W_dec[j].detach().float().cpu(),
-                     f[:, j].view(batch.tokens.shape), info)
+    legacy = int(mass.argmax())
+    info: dict[str, Any] = {"legacy": {"latent": legacy, "top_latents": top.indices.tolist(),
+                                       "top_mass": [round(float(m), 3) for m in top.values]}}
+    dec = s.W_dec.detach().float().cpu()
+    if rule == "legacy":
+        info.update(latent=legacy, rule="legacy")
+        return _oriented("diff-sae", f"latent {legacy}", hook_name, dec[legacy],
+                         f[:, legacy].view(batch.tokens.shape), info)
+    toks = batch.tokens if tokens is None else tokens
+    _check_tokens(toks)
+    _rows_for(toks, train_diffs, "train_diffs")
+    if tokens is None or train_diffs is None:
+        f_tok = f if tokens is None else _encode_rows(
+            s, diff_activations(base, finetuned, hook_name, toks))
+    else:
+        f_tok = f_pick
+    g = kl_gradient(base, finetuned, hook_name, toks)[hook_name]
+    acts = f_tok.view(*toks.shape, -1)
+    attr = kl_attribution(base, finetuned, hook_name, toks, dec, acts, grad=g)
+    j, pinfo = _pick(base, finetuned, toks, attr,
+                     lambda i: (hook_name, dec[i], acts[..., i]), verify)
+    ranking = attr.argsort(descending=True).tolist()
+    info.update(latent=j, rule="kl", kl_attribution=float(attr[j]), **pinfo)
+    info["legacy"]["kl_rank"] = ranking.index(legacy)
+    sign = kl_sign(acts[..., j], dec[j], g)
+    return _oriented("diff-sae", f"latent {j}", hook_name, dec[j],
+                     f[:, j].view(batch.tokens.shape), info, sign=sign)
 
 
 def crosscoder_candidate(cc: nn.Module, base: nn.Module, finetuned: nn.Module,
                          hook_name: str, batch: TriggerBatch, *,
-                         train_pairs: Tensor | None = None) -> Candidate:
-    """The crosscoder's pick: the latents `classify` calls fine-tuned-only and Latent Scaling
-    confirms (ν^ε, ν^r small; if none passes, all fine-tuned-only ones; if none, every latent
-    that fires on `train_pairs`), ranked by the crosscoder's own measure, the relative decoder
-    norm (most fine-tuned first), ties by the difference explained on `train_pairs`
+                         train_pairs: Tensor | None = None, tokens: Tensor | None = None,
+                         rule: Literal["kl", "legacy"] = "kl", verify: int = 3,
+                         kl_decoder: Literal["finetuned", "difference"] = "finetuned"
+                         ) -> Candidate:
+    """The crosscoder's pick. rule "kl" (see the section comment): every latent that fires on
+    `tokens` (with `train_pairs` their paired activations, else computed) is ranked by
+    `kl_attribution` of removing its contribution f_j · W_dec[j, ft] from the fine-tune
+    (`kl_decoder="difference"`: f_j · (W_dec[j, ft] − W_dec[j, base]), i.e. moving the
+    fine-tune toward the base along the latent). rule "legacy": the latents `classify` calls
+    fine-tuned-only and Latent Scaling confirms (ν^ε, ν^r small; if none passes, all
+    fine-tuned-only ones; if none, every latent that fires on `train_pairs`), ranked by the
+    relative decoder norm, ties by the difference explained on `train_pairs`
     (Σ f_j · ‖W_dec[j, ft] − W_dec[j, base]‖; default data: the batch's paired activations).
-    Direction W_dec[j, ft] − W_dec[j, base], activation f_j on `batch`."""
+    Direction (for steering) W_dec[j, ft] − W_dec[j, base], activation f_j on `batch`."""
     from superpose.sae import crosscoder as xc
 
+    v.choice("rule", rule, RULES)
+    v.choice("kl_decoder", kl_decoder, ("finetuned", "difference"))
     _check_pair(base, finetuned)
     pairs = xc.paired_activations([base, finetuned], hook_name, batch.tokens)
     data = pairs if train_pairs is None else train_pairs
@@ -681,10 +956,42 @@ def crosscoder_candidate(cc: nn.Module, base: nn.Module, finetuned: nn.Module,
     pool = exclusive or ft_only or alive or list(range(cc.cfg.d_sae))
     rel = xc.relative_norms(cc).cpu()
     ranked = sorted(pool, key=lambda i: (-float(rel[i]), -float(mass[i])))
-    j = ranked[0]
-    info = {"latent": j, "n_finetuned_only": len(ft_only), "n_exclusive": len(exclusive),
-            "pool": "exclusive" if exclusive else ("finetuned-only" if ft_only else "all"),
-            "top_latents": ranked[:5], "relative_norm": float(rel[j]),
-            "label_counts": dict(Counter(labels))}
-    f = _encode_rows(cc, pairs)[:, j].view(batch.tokens.shape)
-    return _oriented("crosscoder", f"latent {j}", hook_name, diff_dec[j], f, info)
+    info: dict[str, Any] = {
+        "n_finetuned_only": len(ft_only), "n_exclusive": len(exclusive),
+        "pool": "exclusive" if exclusive else ("finetuned-only" if ft_only else "all"),
+        "label_counts": dict(Counter(labels)),
+        "legacy": {"latent": ranked[0], "top_latents": ranked[:5],
+                   "relative_norm": float(rel[ranked[0]])}}
+    f_eval = _encode_rows(cc, pairs)
+    if rule == "legacy":
+        j = ranked[0]
+        info.update(latent=j, rule="legacy", relative_norm=float(rel[j]))
+        return _oriented("crosscoder", f"latent {j}", hook_name, diff_dec[j],
+                         f_eval[:, j].view(batch.tokens.shape), info)
+    toks = batch.tokens if tokens is None else tokens
+    _check_tokens(toks)
+    _rows_for(toks, train_pairs, "train_pairs")
+    if tokens is None or train_pairs is None:
+        f_tok = f_eval if tokens is None else _encode_rows(
+            cc, xc.paired_activations([base, finetuned], hook_name, toks))
+    else:
+        f_tok = f_data
+    fired = (f_tok > 0).any(0)
+    g = kl_gradient(base, finetuned, hook_name, toks)[hook_name]
+    acts = f_tok.view(*toks.shape, -1)
+    writes = dec[:, 1] if kl_decoder == "finetuned" else diff_dec
+    attr = kl_attribution(base, finetuned, hook_name, toks, writes, acts, grad=g)
+    attr_other = kl_attribution(base, finetuned, hook_name, toks,
+                                diff_dec if kl_decoder == "finetuned" else dec[:, 1], acts,
+                                grad=g)
+    attr = torch.where(fired, attr, torch.full_like(attr, -math.inf))
+    j, pinfo = _pick(base, finetuned, toks, attr,
+                     lambda i: (hook_name, writes[i], acts[..., i]), verify)
+    ranking = attr.argsort(descending=True).tolist()
+    other = int(torch.where(fired, attr_other, torch.full_like(attr, -math.inf)).argmax())
+    info.update(latent=j, rule="kl", kl_decoder=kl_decoder, kl_attribution=float(attr[j]),
+                relative_norm=float(rel[j]), kl_top_other_decoder=other, **pinfo)
+    info["legacy"]["kl_rank"] = ranking.index(ranked[0])
+    sign = kl_sign(acts[..., j], writes[j], g)
+    return _oriented("crosscoder", f"latent {j}", hook_name, diff_dec[j],
+                     f_eval[:, j].view(batch.tokens.shape), info, sign=sign)

@@ -267,3 +267,119 @@ def test_errors(user_errors):
         diffing.steering_hooks("x", torch.ones(3), torch.ones(1, 1, dtype=torch.bool), "scale")
     with pytest.raises(ValueError, match="too few"):
         diffing.PlantedRule("~").batch(TOK, "a b c", n_ctx=16)
+
+
+# ---- behavioural (KL) attribution ------------------------------------------------------------
+
+def planted_pair(sigma: float = 0.5, seed: int = 0) -> tuple[gpt.GPT, gpt.GPT]:
+    """A base and a fine-tune that differs from it by exactly one rank-1 write, σ u (vᵀx), at
+    blocks.1.hook_mlp_out (blocks.0.mlp.W_out's adapter writes only along the all-ones
+    direction, which every LayerNorm centres away: large σ, no effect on the output)."""
+    base = small_gpt()
+    ft = copy.deepcopy(base)
+    lora.add(ft, ["blocks.*.mlp.W_out"], rank=1, alpha=1, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    ads = lora.adapters(ft)
+    with torch.no_grad():
+        ads["blocks.0.mlp.W_out"].B.copy_(torch.full_like(ads["blocks.0.mlp.W_out"].B, 50.0))
+        b = torch.randn(ads["blocks.1.mlp.W_out"].B.shape, generator=gen)
+        b -= b.mean(0, keepdim=True)              # ⊥ all-ones: the two writes do not mix
+        ads["blocks.1.mlp.W_out"].B.copy_(b / b.norm() * sigma
+                                          / ads["blocks.1.mlp.W_out"].A.norm())
+    return base, ft
+
+
+def true_write(ft: gpt.GPT, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    w = "blocks.1.mlp.W_out"
+    d = diffing.lora_directions(ft, [w])[w]
+    return d.S[0] * d.U[:, 0], diffing.lora_readout(ft, w, tokens, directions=d)
+
+
+def test_kl_attribution_ranks_the_write_that_makes_the_whole_difference_first():
+    base, ft = planted_pair()
+    tokens = TOK.encode(TEXT[:256]).view(16, 16)
+    hook = "blocks.1.hook_mlp_out"
+    kl = diffing.kl_divergence(base, ft, tokens)
+    assert float(kl.mean()) > 1e-4 and bool((kl >= -1e-6).all())
+    d, a = true_write(ft, tokens)
+    # removing the write removes the whole difference: the KL drops to 0
+    assert diffing.kl_ablation(base, ft, hook, tokens, d, a) == pytest.approx(
+        float(kl.mean()), rel=1e-3)
+    # distractors: random directions of the same size with the same and with random readouts
+    gen = torch.Generator().manual_seed(3)
+    rand = torch.randn(8, 16, generator=gen)
+    rand = rand / rand.norm(dim=-1, keepdim=True) * d.norm()
+    dirs = torch.cat([d[None], rand, 0.5 * d[None]])
+    acts = torch.cat([a[..., None], a[..., None].expand(-1, -1, 4),
+                      torch.randn(16, 16, 4, generator=gen) * a.std(), a[..., None]], -1)
+    attr = diffing.kl_attribution(base, ft, hook, tokens, dirs, acts)
+    assert int(attr.argmax()) == 0 and float(attr[0]) > 0
+    # near the base the KL is quadratic, so the first-order estimate of the full ablation is
+    # about twice the KL it removes; half the write gets about half the score
+    assert float(attr[0]) == pytest.approx(2 * float(kl.mean()), rel=0.3)
+    assert float(attr[-1]) == pytest.approx(0.5 * float(attr[0]), rel=1e-4)
+    # invariant under (a, d) -> (-a, -d), linear in a; the sign flips the orientation only
+    flipped = diffing.kl_attribution(base, ft, hook, tokens, -dirs[:1], -acts[..., :1])
+    assert float(flipped[0]) == pytest.approx(float(attr[0]), rel=1e-5)
+    g = diffing.kl_gradient(base, ft, hook, tokens)[hook]
+    assert diffing.kl_sign(-a, -d, g) == -diffing.kl_sign(a, d, g)
+
+
+def test_kl_attribution_matches_a_small_finite_ablation():
+    base, ft = planted_pair(sigma=3.0)
+    tokens = TOK.encode(TEXT[:256]).view(16, 16)
+    # the planted write's direction and readout, written at the late hook (where it is the
+    # whole difference) and at an early one (its effect then passes through layer 1, and
+    # through attention to later positions): central differences of real ablations
+    d, a = true_write(ft, tokens)
+    for hook in ("blocks.1.hook_mlp_out", "blocks.0.hook_attn_out"):
+        attr = float(diffing.kl_attribution(base, ft, hook, tokens, d[None], a[..., None])[0])
+        eps = 0.01
+        plus = diffing.kl_ablation(base, ft, hook, tokens, d, a, scale=eps)
+        minus = diffing.kl_ablation(base, ft, hook, tokens, d, a, scale=-eps)
+        assert abs(attr) > 1e-4
+        assert (plus - minus) / (2 * eps) == pytest.approx(attr, rel=0.01)
+    # the gradient at several hooks at once equals each alone (no path cut by the hooks)
+    both = diffing.kl_gradient(base, ft, ["blocks.0.hook_attn_out", "blocks.1.hook_mlp_out"],
+                               tokens, batch_size=5)
+    one = diffing.kl_gradient(base, ft, "blocks.0.hook_attn_out", tokens)
+    torch.testing.assert_close(both["blocks.0.hook_attn_out"], one["blocks.0.hook_attn_out"])
+
+
+def test_kl_picks_beat_the_legacy_picks_on_a_constructed_fine_tune():
+    base, ft = planted_pair()
+    rule = diffing.PlantedRule("~", rate=0.3)
+    b = rule.batch(TOK, TEXT, n_ctx=16, seed=1)
+    tokens = TOK.encode(TEXT[:256]).view(16, 16)
+    # LoRA: σ₁ picks the large but invisible all-ones write; KL the one that matters
+    legacy = diffing.lora_candidate(ft, b, rule="legacy")
+    assert legacy.info["weight"] == "blocks.0.mlp.W_out"
+    assert diffing.lora_candidate(ft, b).info["rule"] == "legacy (no base given)"
+    c = diffing.lora_candidate(ft, b, base=base, tokens=tokens)
+    assert c.info["rule"] == "kl" and c.info["weight"] == "blocks.1.mlp.W_out"
+    assert c.hook_name == "blocks.1.hook_mlp_out" and c.info["legacy"]["kl_rank"] >= 1
+    assert c.info["component"] == 0 and c.info["sign"] in (1, -1)
+    # diff-SAE: latent 0 always on along the all-ones direction (largest mass); latent 1
+    # reads and writes the planted write's direction
+    hook = "blocks.1.hook_resid_post"
+    d, _ = true_write(ft, tokens)
+    u = d / d.norm()
+    ds = sae.create(sae.SAEConfig(d_in=16, d_sae=4, architecture="topk", k=4))
+    with torch.no_grad():
+        ds.W_enc.zero_(); ds.b_enc.zero_(); ds.b_dec.zero_()   # noqa: E702
+        ds.b_enc[0] = 10.0
+        ds.W_dec.zero_()
+        ds.W_dec[0] = torch.ones(16) / 4.0
+        for sign, j in ((1.0, 1), (-1.0, 2)):
+            ds.W_enc[:, j] = sign * u
+            ds.W_dec[j] = sign * u
+    assert diffing.diff_sae_candidate(ds, base, ft, hook, b, rule="legacy").info["latent"] == 0
+    cd = diffing.diff_sae_candidate(ds, base, ft, hook, b, tokens=tokens)
+    assert cd.info["latent"] in (1, 2) and cd.info["legacy"]["latent"] == 0
+    assert cd.info["sign"] == 1 and bool((cd.activation >= 0).all())
+    assert set(cd.info["kl_verified"]) <= {0, 1, 2, 3}
+    cc = sae.create(sae.CrosscoderConfig(d_in=16, n_models=2, d_sae=8, k=2))
+    for dec in ("finetuned", "difference"):
+        cx = diffing.crosscoder_candidate(cc, base, ft, hook, b, tokens=tokens, kl_decoder=dec)
+        assert cx.info["rule"] == "kl" and "legacy" in cx.info
+        assert cx.activation.shape == b.tokens.shape
