@@ -169,15 +169,23 @@ def test_activations_over_text_cells_rows_and_boxes(tmp_path):
               for ax in text_axes]
     assert shaded == [len(pos), int((a2 != 0).sum())]
     assert "0 … 3" in text_axes[0].get_title("left") and "blue" in text_axes[1].get_title("left")
-    # the line panel: one line per series, normalised, and the trigger positions
-    lines = [ln for ln in line_ax.lines if ln.get_label() in ("latent", "LoRA σ1")]
+    # the line panel: one band per series (first on top), each scaled to its largest |value|
+    lines = [ln for ln in line_ax.lines if len(ln.get_xdata()) == len(CODE)]
     assert len(lines) == 2
-    assert np.abs(lines[1].get_ydata()).max() == pytest.approx(1.0)
+    y0, y1 = lines[0].get_ydata(), lines[1].get_ydata()
+    assert y0.min() == pytest.approx(1.05) and y0.max() == pytest.approx(1.9)   # band 1, >= 0
+    assert np.abs(y1 - 0.45).max() == pytest.approx(0.45)                     # band 0, signed
+    assert [t.get_text() for t in line_ax.texts] == ["latent", "LoRA σ1"]
     trig = [ln for ln in line_ax.lines if ln.get_linestyle() == ":"]
     assert sorted(ln.get_xdata()[0] for ln in trig) == pos
-    assert "trigger" in [t.get_text() for t in line_ax.get_legend().get_texts()]
+    assert "trigger" in line_ax.get_xlabel()
     assert fig._suptitle.get_text() == "over text"
     fig.savefig(tmp_path / "text.png")
+    # normalize=False: raw values on one axis, a legend
+    fig = plot.activations_over_text(CODE, {"latent": a1, "LoRA σ1": a2}, normalize=False,
+                                     kind="line")
+    np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), a2)
+    assert legend_texts(fig.axes[0]) == ["latent", "LoRA σ1"]
 
 
 def test_activations_over_text_wraps_long_lines_and_takes_tensors_and_masks():

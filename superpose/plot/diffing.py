@@ -13,7 +13,7 @@ fine-tune (see `superpose.diffing` and `superpose.sae.crosscoder`).
   (orange from 0 to the series' max; blue/red around 0 for a signed series such as a LoRA
   readout), the text laid out as written (a newline starts a new row), the highlighted
   positions (the trigger) boxed and bold; below, the same activations as lines against the
-  position with the highlighted positions as vertical lines.
+  position (one band per series), the highlighted positions as vertical lines.
 - `delta_spectra`: the singular values of each adapter's ΔW = s·BA on a log scale, one line
   per adapted weight (colour: the weight's kind, W_O, W_out, ...; marker: its layer), and the
   adapter rank r marked: ΔW has rank at most r, so a spectrum that falls off before r says
@@ -400,21 +400,44 @@ def _text_panel(a: Axes, raw: list[str], act: np.ndarray, marks: set[int], name:
 
 def _line_panel(a: Axes, series: dict[str, np.ndarray], marks: list[int], normalize: bool,
                 highlight_label: str) -> None:
+    """Every series against the position. Normalised: one band per series (first on top),
+    each divided by its largest |value| and drawn from its own baseline (a signed series
+    around the band's middle), named on the y axis: lines of different scales never hide
+    each other. Otherwise raw values on one axis, named in a legend."""
     colors = colormaps["tab10"]
+    n = len(series)
+    band_label = transforms.blended_transform_factory(a.transAxes, a.transData)
     for i, (name, act) in enumerate(series.items()):
-        y = act / np.abs(act).max() if normalize and np.abs(act).max() > 0 else act
-        a.plot(np.arange(len(act)), y, lw=1.0, color=colors(i % 10), label=name or None,
+        x = np.arange(len(act))
+        if normalize:
+            top = float(np.abs(act).max()) or 1.0
+            signed = bool(act.min() < 0)
+            base = (n - 1 - i) + (0.45 if signed else 0.05)
+            y = base + (0.45 if signed else 0.85) * act / top
+            a.axhline(base, color="0.8", lw=0.5, zorder=0)
+            a.text(0.005, n - i - 0.04, name or f"series {i}", transform=band_label,
+                   fontsize=7, color=colors(i % 10), ha="left", va="top", zorder=3,
+                   bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5})
+        else:
+            y = act
+        a.plot(x, y, lw=1.0, color=colors(i % 10), label=None if normalize else (name or None),
                zorder=2)
-    for k, p in enumerate(marks):
-        a.axvline(p, color=HIGHLIGHT_COLOR, ls=":", lw=0.9, zorder=1,
-                  label=highlight_label if k == 0 and highlight_label else None)
-    a.axhline(0, color="0.7", lw=0.5, zorder=0)
+    for p in marks:
+        a.axvline(p, color=HIGHLIGHT_COLOR, ls=":", lw=0.9, zorder=1)
     a.set_xlim(-0.5, len(next(iter(series.values()))) - 0.5)
-    a.set_xlabel("position", fontsize=8)
-    a.set_ylabel("activation / max |activation|" if normalize else "activation", fontsize=8)
+    a.set_xlabel("position" + (f"   (dotted: {highlight_label})" if marks and highlight_label
+                               else ""), fontsize=8)
+    if normalize:
+        a.set_ylim(-0.05, n)
+        a.set_yticks([])
+        a.set_ylabel("activation / max |activation|" if n == 1 else
+                     "activation / max |activation|,\none band per series", fontsize=8)
+    else:
+        a.axhline(0, color="0.7", lw=0.5, zorder=0)
+        a.set_ylabel("activation", fontsize=8)
     a.tick_params(labelsize=7)
     _spines(a)
-    if a.get_legend_handles_labels()[0]:
+    if not normalize and n > 1:
         a.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
@@ -436,9 +459,10 @@ def activations_over_text(str_tokens: Any, activations: Any, *, highlight: Any =
     series' largest |value|, stated in the panel title; orange for a non-negative series,
     blue-white-red around 0 for a signed one), wrapped at `wrap` columns and, with
     `break_lines`, a new row after each newline (code keeps its layout); highlighted tokens
-    boxed and bold. kind="line": every series against the position (divided by its largest
-    |value| when `normalize`, by default when there are several), highlighted positions as
-    dotted lines. kind="both" (default): the text panels above the line panel. `ax=` draws
+    boxed and bold. kind="line": every series against the position, highlighted positions as
+    dotted lines; with `normalize` (the default for several series) each series gets its own
+    band, divided by its largest |value| and named on the y axis, else raw values on one
+    axis. kind="both" (default): the text panels above the line panel. `ax=` draws
     one panel: kind="line", or kind="text" with one series.
     """
     where = "plot.activations_over_text"
@@ -463,11 +487,13 @@ def activations_over_text(str_tokens: Any, activations: Any, *, highlight: Any =
         fig = root_figure(ax)
         panels = [ax]
     else:
-        width = max(5.0, cols * CELL_W_IN + 0.5) if kind != "line" else 6.0
+        # the text cells' width, plus the line panel's y label (the panels share edges)
+        width = max(5.0, cols * CELL_W_IN + 1.0) if kind != "line" else 6.0
         text_h = [n_rows * ROW_H_IN + 0.3] * len(series) if kind != "line" else []
-        line_h = [2.0] if kind != "text" else []
+        line_h = [max(2.0, 0.8 * len(series) + 0.6)] if kind != "text" else []
         heights = text_h + line_h
-        fig = LabFigure(figsize=(width + (1.6 if line_h and len(series) > 1 else 0.0),
+        fig = LabFigure(figsize=(width + (1.6 if line_h and not normalize and len(series) > 1
+                                          else 0.0),
                                  sum(heights) + (0.35 if title else 0.0)), layout="constrained")
         panels = list(np.atleast_1d(fig.subplots(len(heights), 1, squeeze=False,
                                                  gridspec_kw={"height_ratios": heights})[:, 0]))
