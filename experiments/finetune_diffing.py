@@ -10,16 +10,20 @@ uppercase variant of the next letter; the base mostly does not) and that the bas
 kept elsewhere (at other word starts the fine-tune stays lowercase like the base, and its
 next-token loss on clean validation text is within `LOSS_MARGIN` nats of the base's).
 
-Then three methods look for the behaviour without being told the trigger, and each one's best
-candidate is scored against it (`diffing.score`):
+Then three methods look for the behaviour without being told the trigger, each with one
+label-free pick rule, behavioural (KL) attribution (`diffing.kl_attribution`): every candidate
+contribution to the fine-tune's residual stream is scored by the first-order drop of
+KL(p_ft || p_base) when it is removed, on the unlabeled fine-tuning text the dictionaries were
+trained on; the top 3 are ablated for real and the largest measured drop is the pick:
   1. crosscoder: a BatchTopK crosscoder on paired base/fine-tune activations at the last
-     layer's hook_resid_post; the fine-tuned-only latents (decoder norms) that Latent Scaling
-     confirms, the one explaining most of the difference;
-  2. diff-SAE: a TopK SAE on (fine-tune − base) activations at the same hook; the latent with
-     the largest total activation;
-  3. LoRA: the SVD of each adapter's ΔW; the residual writer with the largest σ₁, its output
-     direction σ₁u₁ and its rank-1 readout x·v₁. The readout of every singular direction of
-     every adapter is reported too (`lora_readouts`).
+     layer's hook_resid_post; candidates its latents, writing f_j · W_dec[j, ft];
+  2. diff-SAE: a TopK SAE on (fine-tune − base) activations at the same hook; candidates its
+     latents, writing f_j · W_dec[j];
+  3. LoRA: the SVD of each residual-writing adapter's ΔW; candidates every component, writing
+     σ_i u_i (v_iᵀ x). The readout of every singular direction of every adapter is reported
+     too (`lora_readouts`).
+Each method's legacy pick (crosscoder: relative decoder norm; diff-SAE: largest total
+activation; LoRA: σ₁ of the writer with the largest σ₁) is scored too (`methods_legacy`).
 For each: AUROC / precision@k of its activation at the trigger positions (and on the whole
 uppercased span), the behaviour rate at non-trigger word starts with the direction added
 (steering on, in the fine-tune and in the base) and at the trigger with it projected out of
@@ -30,16 +34,21 @@ characters; crosscoder 256 latents (k 8) and diff-SAE 192 latents (k 4) on 16k p
 activations (about a minute of CPU). Full mode: 2 layers, d_model 128, n_ctx 128, 3,000 base
 steps on the whole corpus, 1,000 LoRA steps, dictionaries on ~260k activations.
 
-Quick-mode results (seeds 0 / 1; about 30-50 s on 2 shared cores). Trigger "$" (4 times in the
-base's text). The rule is learned: uppercase preferred after the trigger 0.94 / 0.89 (base
-0.10 / 0.15); at other word starts the fine-tune stays at 0.04 (base 0.03); clean loss
-ft − base −0.009 / −0.015 nats (margin 0.05). Each method's material holds a trigger detector
-(found with the labels: LoRA readout AUROC 0.99 / 0.98, blocks.1.mlp.W_out's *second*
-singular direction; crosscoder latent 0.99 / 0.98; diff-SAE latent 1.00 / 0.98), but the
-label-free picks mostly miss it: crosscoder (no latent is fine-tuned-only at this size; the
-highest relative norm) AUROC 0.94 / 0.49, steering on 0.18 / 0.03 (unsteered 0.04),
-ablation 0.94 -> 0.82 / none; diff-SAE (largest total activation: a dense latent of the
-general drift) 0.31 / 0.28; LoRA σ₁ 0.62 / 0.18, no steering effect.
+Quick-mode results (seeds 0 / 1 / 2; about 70 s each on 2 shared cores; seed 2 held out:
+nothing was tuned on it). Trigger "$" (4 times in the base's text). The rule is learned:
+uppercase preferred after the trigger 0.94 / 0.89 / 0.80 (base 0.10 / 0.15 / 0.09); at other
+word starts the fine-tune stays at 0.04 (base 0.03); clean loss ft − base within the margin.
+Pick AUROC at the trigger, KL rule (legacy rule):
+  crosscoder 0.99 / 0.98 / 0.90 (0.94 / 0.49 / 0.50); diff-SAE 1.00 / 0.98 / 0.97 (0.31 /
+  0.28 / 0.34); LoRA 0.62 / 0.98 / 0.98 (0.62 / 0.18 / 0.27).
+Steering on at word starts (ft, x1; unsteered 0.04), KL picks: crosscoder 0.55 / 0.73 / 0.52,
+diff-SAE 0.65 / 0.89 / 0.94, LoRA 0.08 / 0.49 / 0.78 (legacy picks <= 0.18). Ablation at the
+trigger (from 0.94 / 0.89 / 0.80), KL picks: crosscoder 0.38 / 0.43 / 0.27, diff-SAE 0.39 /
+0.48 / 0.17, LoRA 0.91 / 0.46 / 0.33 (legacy picks >= 0.82). The LoRA miss on seed 0:
+blocks.1.mlp.W_out σ1 (general drift) removes more KL than σ2, the trigger direction (0.019
+vs 0.013 nats/token). The first-order attribution alone ranks a dense drift latent first for
+the diff-SAE on all three seeds (the legacy pick); the real ablation of the top 3 is what
+finds the trigger latent, which was 2nd or 3rd.
 
     python experiments/finetune_diffing.py [--quick] [--out DIR] [--seed N]
 """

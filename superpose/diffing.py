@@ -760,11 +760,18 @@ RULES = ("kl", "legacy")
 
 
 def _oriented(method: str, name: str, hook_name: str, direction: Tensor, act: Tensor,
-              info: dict[str, Any], sign: int | None = None) -> Candidate:
+              info: dict[str, Any], sign: int | None = None,
+              pick_act: Tensor | None = None) -> Candidate:
+    """Orient (`sign`, else `orient`) and scale the direction by the typical activation, on
+    `pick_act` (the activation on the data the pick was made on) when given, else on `act`;
+    1 when that is 0 (a candidate that never fires there keeps its unit-activation write)."""
     sign = orient(act) if sign is None else sign
     act = act * sign
-    mag = typical_activation(act)
+    mag = typical_activation(act if pick_act is None else pick_act * sign)
     info = {**info, "sign": sign, "typical_activation": mag}
+    if not mag > 0:
+        info["never_fires"] = True
+        mag = 1.0
     return Candidate(method=method, name=name, hook_name=hook_name,
                      direction=direction * sign * mag, activation=act, info=info)
 
@@ -852,7 +859,8 @@ def lora_candidate(finetuned: nn.Module, batch: TriggerBatch, *,
     info["legacy"]["kl_rank"] = info["kl_ranking"].index(f"{legacy} σ1")
     sign = kl_sign(read, direction, grads[h])
     act = lora_readout(finetuned, w, batch.tokens, component=i, directions=writers[w])
-    return _oriented("lora", f"{w} σ{i + 1}", h, direction, act, info, sign=sign)
+    return _oriented("lora", f"{w} σ{i + 1}", h, direction, act, info, sign=sign,
+                     pick_act=read)
 
 
 @torch.no_grad()
@@ -914,7 +922,8 @@ def diff_sae_candidate(s: nn.Module, base: nn.Module, finetuned: nn.Module, hook
     info["legacy"]["kl_rank"] = ranking.index(legacy)
     sign = kl_sign(acts[..., j], dec[j], g)
     return _oriented("diff-sae", f"latent {j}", hook_name, dec[j],
-                     f[:, j].view(batch.tokens.shape), info, sign=sign)
+                     f[:, j].view(batch.tokens.shape), info, sign=sign,
+                     pick_act=acts[..., j])
 
 
 def crosscoder_candidate(cc: nn.Module, base: nn.Module, finetuned: nn.Module,
@@ -994,4 +1003,5 @@ def crosscoder_candidate(cc: nn.Module, base: nn.Module, finetuned: nn.Module,
     info["legacy"]["kl_rank"] = ranking.index(ranked[0])
     sign = kl_sign(acts[..., j], writes[j], g)
     return _oriented("crosscoder", f"latent {j}", hook_name, diff_dec[j],
-                     f_eval[:, j].view(batch.tokens.shape), info, sign=sign)
+                     f_eval[:, j].view(batch.tokens.shape), info, sign=sign,
+                     pick_act=acts[..., j])
