@@ -44,6 +44,7 @@ STAGES: list[tuple[str, str]] = [
                      "decoder's cross-attention output"),
     ("encoder_vs_decoder", "tested: 'an encoder understands, a decoder generates' at equal size "
                            "and data"),
+    ("finetune_diffing", "LoRA plants a trigger rule; crosscoder, diff-SAE and ΔW find it"),
 ]
 
 
