@@ -402,7 +402,7 @@ def _line_panel(a: Axes, series: dict[str, np.ndarray], marks: list[int], normal
                 highlight_label: str) -> None:
     """Every series against the position. Normalised: one band per series (first on top),
     each divided by its largest |value| and drawn from its own baseline (a signed series
-    around the band's middle), named on the y axis: lines of different scales never hide
+    around the band's middle), named inside its band: lines of different scales never hide
     each other. Otherwise raw values on one axis, named in a legend."""
     colors = colormaps["tab10"]
     n = len(series)
@@ -461,8 +461,8 @@ def activations_over_text(str_tokens: Any, activations: Any, *, highlight: Any =
     `break_lines`, a new row after each newline (code keeps its layout); highlighted tokens
     boxed and bold. kind="line": every series against the position, highlighted positions as
     dotted lines; with `normalize` (the default for several series) each series gets its own
-    band, divided by its largest |value| and named on the y axis, else raw values on one
-    axis. kind="both" (default): the text panels above the line panel. `ax=` draws
+    band, divided by its largest |value| and named inside it, else raw values on one axis
+    with a legend. kind="both" (default): the text panels above the line panel. `ax=` draws
     one panel: kind="line", or kind="text" with one series.
     """
     where = "plot.activations_over_text"
