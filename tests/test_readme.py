@@ -22,6 +22,8 @@ SIZES = [
     ("n_samples=2_000_000", "n_samples=40_000"),
     ("packing.pack(1000, 50, steps=1000)", "packing.pack(1000, 50, steps=20)"),
     ("TrainConfig(steps=600, lr=3e-3)", "TrainConfig(steps=20, lr=3e-3)"),
+    ("steps=500, batch_size=16", "steps=10, batch_size=16"),
+    ("cycle(pairs.split(512)), steps=1_000", "cycle(pairs.split(512)), steps=10"),
 ]
 
 
@@ -39,8 +41,8 @@ def shrunk(blocks: list[str]) -> list[str]:
 
 def test_readme_has_the_blocks_this_test_runs():
     blocks = python_blocks(README.read_text())
-    # toy, small GPT, TransformerLens, encoder-decoder, SAE, geometry
-    assert len(blocks) == 6, [b.splitlines()[0] for b in blocks]
+    # toy, small GPT, TransformerLens, encoder-decoder, SAE, LoRA + diffing, geometry
+    assert len(blocks) == 7, [b.splitlines()[0] for b in blocks]
 
 
 @pytest.mark.science
@@ -59,4 +61,8 @@ def test_readme_python_blocks_run_top_to_bottom(tmp_path, monkeypatch):
     assert scope["result"] is not None and scope["ev"] is not None
     assert scope["pattern"].shape[:2] == (64, 4)          # the encoder-decoder block ran
     assert (tmp_path / "results" / "my_sae" / "cfg.json").is_file()
+    # the LoRA + diffing block: paired activations of two models, two scored candidates, and
+    # the adapter saved in its folder format
+    assert scope["pairs"].shape[1] == 2 and len(scope["cands"]) == 2
+    assert (tmp_path / "results" / "adapter" / "adapter_config.json").is_file()
 
