@@ -140,6 +140,28 @@ def best_latent(s: sae.SAE, x: Tensor, batch: diffing.TriggerBatch) -> dict[str,
     return {"latent": j, "auroc": scores[j], "density": float((f[:, j] > 0).float().mean())}
 
 
+def figures(cc: Any, ft: gpt.GPT, tok: Any, batch: diffing.TriggerBatch,
+            picks: list[diffing.Candidate], rank: int) -> dict[str, Any]:
+    """The three figures: the crosscoder's relative decoder norms (its pick marked), the three
+    picks' activations over the evaluation window with the most triggers, and the ΔW spectra."""
+    from superpose import plot
+
+    cc_pick = next(c for c in picks if c.method == "crosscoder")
+    figs = {"crosscoder_norms": plot.decoder_norm_ratios(
+        xc.relative_norms(cc), labels=xc.classify(cc),
+        highlight={f"KL pick ({cc_pick.name})": int(cc_pick.info["latent"])},
+        title="crosscoder latents: relative decoder norm ‖d_ft‖ / (‖d_base‖ + ‖d_ft‖)")}
+    i = int(batch.trigger.sum(1).argmax())
+    figs["picks_over_text"] = plot.activations_over_text(
+        tok.to_str_tokens(batch.tokens[i]), {f"{c.method}: {c.name}": c.activation[i]
+                                              for c in picks},
+        highlight=batch.trigger[i], title="each method's pick over a held-out window "
+                                          "(trigger boxed)")
+    figs["delta_spectra"] = plot.delta_spectra(diffing.lora_directions(ft), rank=rank,
+                                               title="singular values of each adapter's ΔW")
+    return figs
+
+
 def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool = True,
         **settings: Any) -> dict[str, Any]:
     """The experiment (see the module docstring). `settings` override `configs` entries."""
@@ -217,13 +239,17 @@ def run(out: str = "results", quick: bool = False, seed: int = 0, progress: bool
     # windows the dictionaries were trained on), and by each method's own legacy measure
     toks = train_batch.tokens
     picks: dict[str, list[diffing.Candidate]] = {}
-    for rule in ("kl", "legacy"):
-        picks[rule] = [
+    for pick_rule in ("kl", "legacy"):
+        picks[pick_rule] = [
             diffing.crosscoder_candidate(cc, base, ft, hook, batch, train_pairs=pairs,
-                                         tokens=toks, rule=rule),
+                                         tokens=toks, rule=pick_rule),
             diffing.diff_sae_candidate(ds, base, ft, hook, batch, train_diffs=diffs,
-                                       tokens=toks, rule=rule),
-            diffing.lora_candidate(ft, batch, base=base, tokens=toks, rule=rule)]
+                                       tokens=toks, rule=pick_rule),
+            diffing.lora_candidate(ft, batch, base=base, tokens=toks, rule=pick_rule)]
+    import matplotlib.pyplot as plt
+    for name, fig in figures(cc, ft, tok, batch, picks["kl"], lcfg["rank"]).items():
+        r.save_figure(fig, name)
+        plt.close(fig)
     rows = [diffing.score(c, base, ft, batch, scales=cfg["steer_scales"]) for c in picks["kl"]]
     legacy_rows = [diffing.score(c, base, ft, batch, scales=cfg["steer_scales"])
                    for c in picks["legacy"]]
