@@ -6,7 +6,9 @@
     batch = rule.batch(tok, corpus.val, n_ctx=64)
     diffing.behaviour_rate(ft, batch), diffing.behaviour_rate(base, batch)    # ~1 vs ~0
     diffing.off_trigger_loss(base, ft, clean_tokens).delta                    # small
-    cands = [diffing.lora_candidate(ft, batch), diffing.latent_candidate(...), ...]
+    cands = [diffing.lora_candidate(ft, batch, base=base, tokens=text),      # text: unlabeled
+             diffing.diff_sae_candidate(ds, base, ft, hook, batch, tokens=text),
+             diffing.crosscoder_candidate(cc, base, ft, hook, batch, tokens=text)]
     diffing.compare([diffing.score(c, base, ft, batch) for c in cands])
 
 The planted rule (a trigger character before a word, the word in UPPERCASE), its behaviour
@@ -17,16 +19,19 @@ Three ways to find the behaviour, each giving a `Candidate`: a direction in the 
 (for steering) plus its activation at every position of an evaluation batch (for "does it fire
 on the trigger"):
   1. a crosscoder on paired activations of base and fine-tune (`superpose.sae.crosscoder`):
-     the fine-tuned-only latents (decoder norms, checked by Latent Scaling; when there are
-     none, every latent), the one with the highest relative decoder norm; direction
-     W_dec[j, ft] − W_dec[j, base];
-  2. a diff-SAE, an ordinary SAE on ft − base activations (`diff_activations`): the latent with
-     the largest total activation; direction its decoder row;
-  3. the LoRA weights themselves (`lora_directions`): the SVD of each ΔW = U S Vᵀ; among the
-     adapters that write into the residual stream (W_O, W_out), the one with the largest σ₁.
-     Its direction is σ₁u₁ (what the adapter writes per unit of input along v₁) and its
-     activation the rank-1 readout x·v₁ of the weight's input x (read from the adapter's own
-     hook, x Aᵀ, as v₁ lies in the row space of A).
+     candidates are its latents, direction W_dec[j, ft] − W_dec[j, base];
+  2. a diff-SAE, an ordinary SAE on ft − base activations (`diff_activations`): its latents,
+     direction the decoder row;
+  3. the LoRA weights themselves (`lora_directions`): the SVD of each ΔW = U S Vᵀ of the
+     adapters that write into the residual stream (W_O, W_out); component i's direction is
+     σᵢuᵢ and its activation the rank-1 readout x·vᵢ of the weight's input x (read from the
+     adapter's own hook, x Aᵀ, as vᵢ lies in the row space of A).
+Which candidate: by default (`rule="kl"`, `superpose.diffing.candidates`) the one whose removal
+from the fine-tune brings its next-token distribution closest to the base's — ranked by the
+first-order KL attribution (`kl_attribution`), the top three then ablated for real
+(`kl_ablation`); `rule="legacy"` is each method's own measure (largest σ₁; largest total
+activation; highest relative decoder norm among Latent-Scaling-confirmed fine-tuned-only
+latents), which mostly picks general drift (see experiments/finetune_diffing.py).
 Each pick uses only what the method itself sees (no trigger labels); `score` then checks it
 against the known trigger and rule:
   - fires: AUROC and precision@k (k = number of trigger positions) of the activation at the

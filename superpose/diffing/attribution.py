@@ -18,11 +18,6 @@ from superpose import hooks
 from superpose.diffing.planted import _check_pair, _check_tokens, _logits
 
 
-def _chunk_hooks(fwd_hooks: Sequence[tuple[str, Any]], start: int, rows: int
-                 ) -> list[tuple[str, Any]]:
-    return [(name, fn(start, rows)) for name, fn in fwd_hooks]
-
-
 def kl_divergence(base: nn.Module, finetuned: nn.Module, tokens: Int[Tensor, "batch pos"], *,
                   fwd_hooks: Sequence[tuple[str, Any]] = (), batch_size: int = 64
                   ) -> Float[Tensor, "batch pos"]:
