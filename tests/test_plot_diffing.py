@@ -227,7 +227,7 @@ def test_activations_over_text_errors(user_errors):
         plot.activations_over_text(CODE, np.stack([a1, a2]), names=["x"])
     with pytest.raises(ValueError, match="tensor of ids"):
         plot.activations_over_text(torch.arange(n), a1)
-    with pytest.raises(ValueError, match="one sequence of strings"):
+    with pytest.raises(ValueError, match="one sequence of strings, got a list of 1 sequences"):
         plot.activations_over_text([list(CODE)], a1)
     with pytest.raises(ValueError, match=rf"positions in \[0, {n - 1}\]"):
         plot.activations_over_text(CODE, a1, highlight=[n])

@@ -54,6 +54,29 @@ class LabFigure(Figure):
         return buf.getvalue()
 
 
+def string_tokens(tokens: Any, name: str, *, allow_str: bool = False) -> list[str]:
+    """One sequence's token strings (`tokenizer.to_str_tokens(ids)`) as a list, or a ValueError
+    naming `name` and the fix: a single str (unless `allow_str`: a character-level text, one
+    token per character), a tensor of ids, a batch of sequences, non-strings."""
+    if isinstance(tokens, str):
+        if allow_str:
+            return list(tokens)
+        raise ValueError(f"{name} must be a list of strings, one per token; got a single str. "
+                         "Pass tokenizer.to_str_tokens(text)")
+    if isinstance(tokens, (torch.Tensor, np.ndarray)):
+        raise ValueError(f"{name} must be a list of strings, one per token, got a tensor of "
+                         "ids; pass tokenizer.to_str_tokens(ids)")
+    tokens = list(tokens)
+    if tokens and isinstance(tokens[0], (list, tuple)):
+        raise ValueError(f"{name} must be the labels of one sequence of strings, got a list of "
+                         f"{len(tokens)} sequences; pass {name}[batch]")
+    bad = [t for t in tokens if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"{name} must be strings (tokenizer.to_str_tokens(text)), got "
+                         f"{type(bad[0]).__name__} {bad[0]!r}")
+    return tokens
+
+
 def figure_and_axes(ax: Axes | None = None, *, nrows: int = 1, ncols: int = 1,
                     figsize: tuple[float, float] | None = None,
                     **kw: Any) -> tuple[Figure, Axes | np.ndarray]:

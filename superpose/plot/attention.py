@@ -46,6 +46,7 @@ from superpose.plot._common import (
     grid_shape,
     root_figure,
     select_indices,
+    string_tokens,
 )
 
 PATTERN_KEY = "blocks.{layer}.attn.hook_pattern"
@@ -363,20 +364,7 @@ def _token_labels(tokens: Any, n_keys: int, *, name: str = "tokens",
                   what: str = "positions (key_pos)") -> list[str] | None:
     if tokens is None:
         return None
-    if isinstance(tokens, str):
-        raise ValueError(f"{name} must be a list of strings, one per token; got a single str. "
-                         "Pass tokenizer.to_str_tokens(text)")
-    if isinstance(tokens, (Tensor, np.ndarray)):
-        raise ValueError(f"{name} must be a list of strings, one per token, got a tensor of "
-                         "ids; pass tokenizer.to_str_tokens(ids)")
-    tokens = list(tokens)
-    if tokens and isinstance(tokens[0], (list, tuple)):
-        raise ValueError(f"{name} must be the labels of one sequence (a list of str), got a "
-                         f"list of {len(tokens)} sequences; pass {name}[batch]")
-    bad = [t for t in tokens if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"{name} must be strings (tokenizer.to_str_tokens(text)), got "
-                         f"{type(bad[0]).__name__} {bad[0]!r}")
+    tokens = string_tokens(tokens, name)
     if len(tokens) != n_keys:
         raise ValueError(f"{name} has {len(tokens)} labels but the patterns cover {n_keys} "
                          f"{what}; give one label per position")

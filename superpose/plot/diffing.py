@@ -40,7 +40,13 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogFormatter
 
 from superpose import _validate as v
-from superpose.plot._common import LabFigure, figure_and_axes, finite_inputs, root_figure
+from superpose.plot._common import (
+    LabFigure,
+    figure_and_axes,
+    finite_inputs,
+    root_figure,
+    string_tokens,
+)
 from superpose.plot.features import CHAR_WIDTH, MONO, _context_token
 
 BASE_COLOR, FT_COLOR = "#2b8cbe", "#e34a33"      # base-only blue, fine-tuned-only red
@@ -269,19 +275,7 @@ def decoder_norm_ratios(relative_norms: Any, *, labels: Sequence[str] | None = N
 # ---- activations_over_text ------------------------------------------------------------------
 
 def _tokens(str_tokens: Any, where: str) -> list[str]:
-    if isinstance(str_tokens, str):
-        return list(str_tokens)                       # a character-level text
-    if isinstance(str_tokens, (torch.Tensor, np.ndarray)):
-        raise ValueError(f"{where}: str_tokens must be strings, one per position "
-                         "(tokenizer.to_str_tokens(ids)), got a tensor of ids")
-    toks = list(str_tokens)
-    if toks and isinstance(toks[0], (list, tuple)):
-        raise ValueError(f"{where}: str_tokens must be one sequence of strings, got "
-                         f"{len(toks)} sequences; pass one row, e.g. to_str_tokens(tokens[0])")
-    bad = [t for t in toks if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"{where}: str_tokens must be strings (tokenizer.to_str_tokens(ids)), "
-                         f"got {type(bad[0]).__name__} {bad[0]!r}")
+    toks = string_tokens(str_tokens, f"{where}: str_tokens", allow_str=True)  # str: char-level
     if not toks:
         raise ValueError(f"{where}: str_tokens is empty; there is no text to draw")
     return toks
