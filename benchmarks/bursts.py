@@ -192,6 +192,41 @@ class Unparked(_Steps):
         self.count += 1
 
 
+class StepContender:
+    """A contender whose own loop runs `step(x, y)` over a batch list shared by all contenders:
+    `burst(batches, n)` runs its next n batches, timed (CUDA synchronized at both ends), and
+    appends ms/step to `ms` and, on CUDA, the peak bytes allocated above the burst's start to
+    `peak`. Subclasses set `device` and define `step`."""
+
+    device: Any
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self.peak: list[int] = []
+        self.count = 0
+
+    def step(self, x: Any, y: Any) -> Any:
+        raise NotImplementedError
+
+    def burst(self, batches: Sequence[tuple[Any, Any]], n: int) -> None:
+        import torch
+
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for x, y in batches[self.count:self.count + n]:
+            self.step(x, y)
+        if cuda:
+            torch.cuda.synchronize()
+        self.ms.append((time.perf_counter() - t0) * 1e3 / n)
+        if cuda:
+            self.peak.append(torch.cuda.max_memory_allocated() - base)
+        self.count += n
+
+
 def _vm(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:

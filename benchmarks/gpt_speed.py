@@ -47,7 +47,6 @@ import math  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import bursts  # noqa: E402  (benchmarks/bursts.py: a script's folder is on the path)
 import torch  # noqa: E402
@@ -173,13 +172,11 @@ def add_pattern_hooks(model: gpt.GPT) -> None:
         model.add_hook(f"blocks.{i}.attn.hook_pattern", lambda pattern, hook: None)
 
 
-class Contender:
+class Contender(bursts.StepContender):
     def __init__(self, name: str, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
         self.name, self.model, self.device = name, model, device
         self.opt = optimizer(model)
-        self.ms: list[float] = []          # ms/step per round
-        self.peak: list[int] = []          # CUDA: peak bytes above the burst's start
-        self.count = 0
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         logits = self.model(x)
@@ -189,22 +186,6 @@ class Contender:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
         self.opt.step()
         return loss
-
-    def burst(self, batches: list[tuple[Tensor, Tensor]], n: int) -> None:
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for x, y in batches[self.count:self.count + n]:
-            self.step(x, y)
-        if cuda:
-            torch.cuda.synchronize()
-        self.ms.append((time.perf_counter() - t0) * 1e3 / n)
-        if cuda:
-            self.peak.append(torch.cuda.max_memory_allocated() - base)
-        self.count += n
 
 
 def warm_up(c: Contender, batches: list[tuple[Tensor, Tensor]]) -> None:

@@ -39,7 +39,6 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import bursts  # noqa: E402  (benchmarks/bursts.py)
 import torch  # noqa: E402
@@ -66,14 +65,12 @@ def make_model(name: str, d_vocab: int, device: torch.device) -> gpt.GPT:
     return model
 
 
-class Contender:
+class Contender(bursts.StepContender):
     def __init__(self, name: str, d_vocab: int, device: torch.device) -> None:
+        super().__init__()
         self.name, self.device = name, device
         self.model = make_model(name, d_vocab, device)
         self.opt, _ = make_optimizer(self.model, GPTTrainConfig())
-        self.ms: list[float] = []
-        self.peak: list[int] = []
-        self.count = 0
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
@@ -85,21 +82,6 @@ class Contender:
         torch.nn.utils.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], CLIP)
         self.opt.step()
-
-    def burst(self, batches: list[tuple[Tensor, Tensor]], n: int) -> None:
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for x, y in batches[self.count:self.count + n]:
-            self.step(x, y)
-        if cuda:
-            torch.cuda.synchronize()
-            self.peak.append(torch.cuda.max_memory_allocated() - base)
-        self.ms.append((time.perf_counter() - t0) * 1e3 / n)
-        self.count += n
 
     def trainable(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
