@@ -137,6 +137,28 @@ def test_a_rewrite_interrupted_between_its_two_renames_leaves_a_valid_checkpoint
     assert r2.resumed_from == 4
 
 
+def test_a_prune_killed_inside_rmtree_leaves_no_damaged_checkpoint(tmp_path, monkeypatch):
+    """Keeping the newest checkpoint deletes the older ones; a kill in the middle of deleting
+    one (here: rmtree removes the marker, then the process dies) must leave nothing that the
+    next run takes for a damaged checkpoint (it once refused to resume: a kill-test flake)."""
+    import shutil
+
+    real = shutil.rmtree
+
+    def dies_midway(path, *a, **kw):
+        for marker in Path(path).glob("checkpoint.json"):
+            marker.unlink()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(shutil, "rmtree", dies_midway)
+        _tiny_gpt_run(tmp_path, checkpoint_every=2)   # step 4's save prunes step 2
+    monkeypatch.setattr(shutil, "rmtree", real)
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-00000004"]
+    _, r = _tiny_gpt_run(tmp_path, steps=6, checkpoint_every=2, resume=True)
+    assert r.resumed_from == 4 and not list(tmp_path.glob(".tmp-*"))
+
+
 def test_rewriting_a_step_never_removes_it_first(tmp_path, monkeypatch):
     """Watch every rename of the same-step rewrite: after each, a valid checkpoint exists."""
     _, r = _tiny_gpt_run(tmp_path, checkpoint_every=2)

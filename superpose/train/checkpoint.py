@@ -280,7 +280,11 @@ def save_checkpoint(out: str | Path, step: int, *, format: str, model: nn.Module
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(out, (MARKER, *LEGACY_MARKERS))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed out of the checkpoint names first (atomic): a kill inside rmtree then leaves a
+        # `.tmp-` folder, which the next run removes, never a checkpoint folder missing files.
+        doomed = Path(tempfile.mkdtemp(dir=out, prefix=f".tmp-{old.name}-"))
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 
