@@ -15,9 +15,16 @@ input only, as in the paper and PEFT.
 Targets are named as a TransformerLens user writes them, with fnmatch patterns:
 `blocks.*.attn.W_Q`, `blocks.0.mlp.W_out`, `blocks.*.attn.*`, `decoder.*.cross_attn.W_K`,
 `embed.W_E`, `unembed.W_U` (`targets(model)` lists every one; an unknown name lists close
-matches). Adapting freezes every base parameter (requires_grad False), so the trainers — which
-optimize only parameters that require grad — give gradients and optimizer state to the adapters
-alone; `remove` restores what was trainable before.
+matches). Every weight matrix and embedding table of the three families can be adapted: the
+GPT's W_E, W_pos, blocks and untied W_U; the Encoder's embed.embed.W_E, embed.pos_embed.W_pos,
+embed.token_type_embed.W_token_type, blocks, mlm_head.W, pooler.W, classifier.W and untied
+unembed.W_U; the Seq2Seq's W_E (W_E_tgt), W_pos, W_pos_tgt, encoder and decoder blocks (with
+cross-attention) and untied unembed.W_U. Not adapted: LayerNorm gains and biases (vectors), and
+a tied W_U (it is W_E's transpose: adapt W_E).
+
+Adapting freezes every base parameter (requires_grad False), so the trainers — which optimize
+only parameters that require grad — give gradients and optimizer state to the adapters alone;
+`remove` restores what was trainable before.
 
 Why a forward-time low-rank path and not `torch.nn.utils.parametrize`. A parametrization would
 rebuild W + ΔW (a full d_out × d_in matrix) on every forward and backward, could not apply
@@ -169,11 +176,8 @@ class _Target:
         o = self.owner
         if self.kind == "qkv":
             return o.W_QKV[("W_Q", "W_K", "W_V").index(self.leaf)]   # [head d_head d_model]
-        if self.leaf == "W_U":
-            return o._model.W_U                                        # [d_model d_vocab]
-        if self.kind == "embed":
-            return getattr(o, self.leaf)                               # [d_vocab|n_ctx d_model]
-        return getattr(o, self.leaf)
+        p = o._parameters.get(self.leaf)
+        return p if p is not None else o._model._parameters[self.leaf]   # an unembed's W_U
 
     def layout(self, m: Tensor) -> Tensor:
         """ΔW [d_out, d_in] in `weight()`'s layout."""
@@ -197,6 +201,25 @@ def _attention_targets(prefix: str, attn: nn.Module) -> Iterator[tuple[str, _Tar
     yield f"{prefix}.W_O", _Target(attn, "W_O", hd, cfg.d_model, "out", f"{prefix}.W_O")
 
 
+def _declared_targets(name: str, mod: nn.Module) -> Iterator[tuple[str, _Target]]:
+    """What a module declares: `LORA_WEIGHTS`, matrices [d_in d_out] it applies with
+    `parts.linear` (the Encoder's heads; an unembed's W_U, which may live on its model), and
+    `LORA_EMBEDDINGS`, tables [rows d_model] it reads with `parts.embedding`. A declared weight
+    the module does not have (tied, or not in this config) is skipped."""
+    prefix = f"{name}." if name else ""
+    for leaf in getattr(mod, "LORA_WEIGHTS", ()):
+        w, param = mod._parameters.get(leaf), f"{prefix}{leaf}"
+        if w is None and hasattr(mod, "_model"):
+            w, param = mod._model._parameters.get(leaf), leaf
+        if w is not None:
+            yield f"{prefix}{leaf}", _Target(mod, leaf, w.shape[0], w.shape[1], "tl", param)
+    for leaf in getattr(mod, "LORA_EMBEDDINGS", ()):
+        w = mod._parameters.get(leaf)
+        if w is not None:
+            yield f"{prefix}{leaf}", _Target(mod, leaf, w.shape[0], w.shape[1], "embed",
+                                             f"{prefix}{leaf}")
+
+
 def _targets(model: nn.Module) -> dict[str, _Target]:
     from superpose.transformer.parts import MLP, Attention
     out: dict[str, _Target] = {}
@@ -218,14 +241,8 @@ def _targets(model: nn.Module) -> dict[str, _Target]:
                                           f"{name}.W_in")
             out[f"{name}.W_out"] = _Target(mod, "W_out", d_mlp, mod.W_out.shape[1], "tl",
                                            f"{name}.W_out")
-        else:     # the Encoder's heads (mlm_head.W, pooler.W, classifier.W, unembed.W_U)
-            for leaf in getattr(mod, "LORA_WEIGHTS", ()):
-                w = mod._parameters.get(leaf)
-                if w is not None:
-                    out[f"{name}.{leaf}"] = _Target(mod, leaf, w.shape[0], w.shape[1], "tl",
-                                                    f"{name}.{leaf}")
-    if type(model).__name__ == "GPT" and not cfg.tied_embeddings:
-        out["unembed.W_U"] = _Target(model.unembed, "W_U", cfg.d_model, cfg.d_vocab, "tl", "W_U")
+        else:
+            out.update(_declared_targets(name, mod))
     if not out:
         raise TypeError(f"{type(model).__name__} has no weights LoRA can adapt (it adapts the "
                         "attention and MLP weights of superpose's transformer parts)")
@@ -234,8 +251,9 @@ def _targets(model: nn.Module) -> dict[str, _Target]:
 
 def targets(model: nn.Module) -> list[str]:
     """Every weight of `model` an adapter can go on, in forward order (TransformerLens names:
-    embed.W_E, blocks.{i}.attn.W_Q ... W_O, blocks.{i}.mlp.W_in / W_out, unembed.W_U, and the
-    Encoder's / Seq2Seq's blocks, e.g. decoder.{i}.cross_attn.W_K)."""
+    embed.W_E, blocks.{i}.attn.W_Q ... W_O, blocks.{i}.mlp.W_in / W_out, unembed.W_U; the
+    Encoder's and Seq2Seq's, e.g. embed.embed.W_E, decoder.{i}.cross_attn.W_K; see the module
+    docstring)."""
     return list(_targets(model))
 
 

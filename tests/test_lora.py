@@ -50,10 +50,9 @@ def hand_merged(model):
             elif leaf == "W_O":
                 w = params[f"{prefix}.W_O"]
                 w += m.T.reshape(w.shape)
-            elif leaf in ("W_E", "W_pos", "W_U"):
-                params[leaf].add_(m.T)
-            else:
-                params[f"{prefix}.{leaf}"].add_(m.T)
+            else:      # [d_in d_out] / [rows d_model]; GPT's W_E, an unembed's W_U: top level
+                key = f"{prefix}.{leaf}"
+                params[key if key in params else leaf].add_(m.T)
     return ref
 
 
@@ -112,26 +111,43 @@ def test_adapted_forward_equals_the_hand_merged_weights(switch):
 
 
 def test_encoder_and_seq2seq_adapters_equal_hand_merged_weights():
-    enc = transformer.Encoder(transformer.EncoderConfig(d_vocab=30, n_layers=2, d_model=16,
-                                                        n_heads=2, n_ctx=10))
-    names = lora.add(enc, "blocks.*.*", rank=2)
-    assert len(names) == 2 * 6
+    enc = transformer.Encoder(transformer.EncoderConfig(
+        d_vocab=30, n_layers=2, d_model=16, n_heads=2, n_ctx=10, tied_embeddings=False,
+        n_classes=3, n_token_types=2))
+    heads = ["mlm_head.W", "pooler.W", "classifier.W", "unembed.W_U"]
+    tables = ["embed.embed.W_E", "embed.pos_embed.W_pos", "embed.token_type_embed.W_token_type"]
+    assert set(heads + tables) <= set(lora.targets(enc))
+    names = lora.add(enc, ["blocks.*.*", *heads, *tables], rank=2)
+    assert len(names) == 2 * 6 + 4 + 3
     randomize(enc)
     x = tokens(2, 10, 30)
-    torch.testing.assert_close(enc(x), hand_merged(enc)(x), rtol=0, atol=2e-5)
+    types = (torch.arange(10) >= 5).long().expand(2, 10)
+    ref = hand_merged(enc)
+    torch.testing.assert_close(enc(x, token_type_ids=types), ref(x, token_type_ids=types),
+                               rtol=0, atol=2e-5)
+    torch.testing.assert_close(enc(x, return_type="class_logits"),
+                               ref(x, return_type="class_logits"), rtol=0, atol=2e-5)
 
     s2s = transformer.Seq2Seq(transformer.Seq2SeqConfig(
-        d_vocab=30, n_layers=1, d_model=16, n_heads=2, n_ctx=10))
+        d_vocab=30, d_vocab_tgt=20, n_layers=1, d_model=16, n_heads=2, n_ctx=10,
+        tied_embeddings=False))
     assert "decoder.0.cross_attn.W_K" in lora.targets(s2s)
-    lora.add(s2s, ["decoder.*.cross_attn.*", "encoder.*.mlp.W_in", "decoder.*.attn.W_V"],
-             rank=2)
+    lora.add(s2s, ["decoder.*.cross_attn.*", "encoder.*.mlp.W_in", "decoder.*.attn.W_V",
+                   "W_E", "W_E_tgt", "W_pos", "W_pos_tgt", "unembed.W_U"], rank=2)
     randomize(s2s)
     ref = hand_merged(s2s)
-    src, tgt = tokens(2, 10, 30, seed=1), tokens(2, 7, 30, seed=2)
+    src, tgt = tokens(2, 10, 30, seed=1), tokens(2, 7, 20, seed=2)
     torch.testing.assert_close(s2s(src, tgt), ref(src, tgt), rtol=0, atol=2e-5)
     # generation with the KV cache (cross keys/values computed once, through the adapters)
     assert torch.equal(s2s.generate(src, max_new_tokens=5, bos_id=1),
                        ref.generate(src, max_new_tokens=5, bos_id=1))
+    for model, run in ((s2s, lambda m: m(src, tgt)), (enc, lambda m: m(x))):
+        before = {k: t.clone() for k, t in model.state_dict().items()}
+        want = run(model)
+        lora.merge(model)
+        torch.testing.assert_close(run(model), want, rtol=0, atol=2e-5)
+        lora.unmerge(model)
+        assert all(torch.equal(model.state_dict()[k], t) for k, t in before.items())
 
 
 def test_hook_act_is_x_at_A_and_steers_the_adapter():

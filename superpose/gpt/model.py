@@ -132,6 +132,7 @@ class Unembed(nn.Module):
     around `x @ W_U + b_U`. The weights stay the model's own `W_U` / `b_U` (read through a
     back-reference, so this module has no parameters and the state dict is unchanged)."""
 
+    LORA_WEIGHTS = ("W_U",)      # untied only (a tied W_U is W_E's)
     _lora: dict[str, Any] = {}   # an unmerged LoRA adapter on W_U (superpose.lora)
 
     def __init__(self, model: GPT) -> None:

@@ -39,6 +39,7 @@ from superpose.transformer.parts import (
     Circuits,
     LayerNorm,
     dropout,
+    embedding,
     init_weights,
     linear,
     positions_from_mask,
@@ -51,9 +52,12 @@ IGNORE_INDEX = -100          # labels at positions that are not predicted (torch
 class _Table(nn.Module):
     """A module holding one named table (TL's `embed.embed.W_E`-style nesting)."""
 
+    _lora: dict[str, Any] = {}   # a LoRA adapter on the table (superpose.lora)
+
     def __init__(self, name: str, rows: int, d_model: int) -> None:
         super().__init__()
         self.register_parameter(name, nn.Parameter(torch.empty(rows, d_model)))
+        self.LORA_EMBEDDINGS = (name,)
 
 
 class Embed(nn.Module):
@@ -80,14 +84,17 @@ class Embed(nn.Module):
     def forward(self, tokens: Tensor, positions: Tensor, token_type_ids: Tensor | None
                 ) -> Tensor:
         cfg = self.cfg
-        x = self.hook_embed(F.embedding(tokens, self.embed.W_E))
-        if cfg.positional in ("learned", "sinusoidal"):
-            table = self.pos_embed.W_pos if cfg.positional == "learned" else self.W_pos
-            x = x + self.hook_pos_embed(table[positions].expand_as(x))
+        x = self.hook_embed(embedding(self.embed, "W_E", tokens, self.embed.W_E))
+        if cfg.positional == "learned":
+            pos = embedding(self.pos_embed, "W_pos", positions, self.pos_embed.W_pos)
+            x = x + self.hook_pos_embed(pos.expand_as(x))
+        elif cfg.positional == "sinusoidal":
+            x = x + self.hook_pos_embed(self.W_pos[positions].expand_as(x))
         if cfg.n_token_types:
             types = torch.zeros_like(tokens) if token_type_ids is None else token_type_ids
-            x = x + self.hook_token_type_embed(F.embedding(types,
-                                                           self.token_type_embed.W_token_type))
+            t = self.token_type_embed
+            x = x + self.hook_token_type_embed(embedding(t, "W_token_type", types,
+                                                         t.W_token_type))
         return self.ln(x) if cfg.embed_ln else x
 
 

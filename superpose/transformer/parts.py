@@ -50,6 +50,14 @@ def linear(module: nn.Module, leaf: str, x: Tensor, w: Tensor, b: Tensor | None)
     return out if lo is None else lo.add_to(out, x)
 
 
+def embedding(module: nn.Module, leaf: str, ids: Tensor, table: Tensor) -> Tensor:
+    """Rows `ids` of an embedding table [rows d_model], plus the LoRA term of `module`'s adapter
+    on `leaf` when it has one (the adapter's x Aᵀ is then a row lookup of Aᵀ)."""
+    out = F.embedding(ids, table)
+    lo = module._lora.get(leaf) if module._lora else None
+    return out if lo is None else out + lo(ids)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with TL's hooks and TL's meaning: hook_scale [batch pos 1] is
     sqrt(var + eps) and hook_normalized is (x - mean) / scale, *before* the learned w and b.

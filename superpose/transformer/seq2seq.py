@@ -36,7 +36,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -50,7 +49,9 @@ from superpose.transformer.parts import (
     KVCache,
     LayerNorm,
     dropout,
+    embedding,
     init_weights,
+    linear,
     positions_from_mask,
     sinusoidal_table,
 )
@@ -61,6 +62,8 @@ class Seq2Seq(HookedModel):
     module docstring for hooks, padding and generation."""
 
     CONFIG = Seq2SeqConfig
+    LORA_EMBEDDINGS = ("W_E", "W_E_tgt", "W_pos", "W_pos_tgt")   # the ones it has (lora)
+    _lora: dict[str, Any] = {}
 
     def __init__(self, cfg: Seq2SeqConfig, *, device: torch.device | str | None = None
                  ) -> None:
@@ -126,10 +129,14 @@ class Seq2Seq(HookedModel):
         cfg = self.cfg
         hook_e, hook_p = ((self.hook_tgt_embed, getattr(self, "hook_tgt_pos_embed", None))
                           if target else (self.hook_embed, getattr(self, "hook_pos_embed", None)))
-        x = hook_e(F.embedding(tokens, self.W_E_target if target else self.W_E))
-        if cfg.positional in ("learned", "sinusoidal"):
-            table = (self.W_pos_tgt if target and cfg.positional == "learned" else self.W_pos)
-            x = x + hook_p(table[positions].expand_as(x))
+        e_name = "W_E_tgt" if target and "W_E_tgt" in self._parameters else "W_E"
+        x = hook_e(embedding(self, e_name, tokens, self.W_E_target if target else self.W_E))
+        if cfg.positional == "learned":
+            p_name = "W_pos_tgt" if target else "W_pos"
+            x = x + hook_p(embedding(self, p_name, positions, getattr(self, p_name)
+                                     ).expand_as(x))
+        elif cfg.positional == "sinusoidal":
+            x = x + hook_p(self.W_pos[positions].expand_as(x))
         return dropout(x, cfg.dropout, self.training)
 
     def encode(self, src: Int[Tensor, "batch src_pos"], src_attention_mask: Tensor | None = None
@@ -311,6 +318,9 @@ class Seq2Seq(HookedModel):
 class _Unembed(nn.Module):
     """TL's `unembed`: hook_in / hook_out around `x @ W_U + b_U` (the model's own weights)."""
 
+    LORA_WEIGHTS = ("W_U",)      # untied only (a tied W_U is the target embedding's)
+    _lora: dict[str, Any] = {}
+
     def __init__(self, model: Seq2Seq) -> None:
         super().__init__()
         object.__setattr__(self, "_model", model)
@@ -320,8 +330,8 @@ class _Unembed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         m = self._model
         if is_hooked(self.hook_in) or is_hooked(self.hook_out):
-            return self.hook_out(F.linear(self.hook_in(x), m.W_U.T, m.b_U))
-        return F.linear(x, m.W_U.T, m.b_U)
+            return self.hook_out(linear(self, "W_U", self.hook_in(x), m.W_U, m.b_U))
+        return linear(self, "W_U", x, m.W_U, m.b_U)
 
 
 __all__ = ["Seq2Seq", "IGNORE_INDEX"]
